@@ -111,3 +111,18 @@ def relative(stage_dir: str | os.PathLike, path: str | os.PathLike) -> str:
 def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Rows the previous stage handled successfully."""
     return df[df["status"] == "ok"] if "status" in df.columns else df
+
+
+def frame(rows: list[dict], columns: list[str] | None = None) -> pd.DataFrame:
+    """Table from row dicts: `columns` first (those present), any others after."""
+    df = pd.DataFrame(rows).fillna("")
+    if columns:
+        df = df[[c for c in columns if c in df.columns] + [c for c in df.columns if c not in columns]]
+    return df
+
+
+def write_rows(rows: list[dict], stage_dir: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
+    """Write the final manifest from row dicts; return it."""
+    df = frame(rows, columns)
+    write(df, stage_dir)
+    return df

@@ -9,6 +9,7 @@ a rerun skips items that finished (their outputs exist) unless --force.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import traceback
@@ -20,6 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lib import manifest
+from lib.io import write_json_atomic
 
 KAGGLE_INPUT = Path("/kaggle/input")
 KAGGLE_WORKING = Path("/kaggle/working")
@@ -73,13 +75,26 @@ def check_in_dir(in_dir: Path, out_dir: Path) -> pd.DataFrame:
     return df
 
 
-class Progress:
-    """Rows of a stage across runs: what is finished, checkpoints, final write."""
+SIGNATURE = "stage.json"
 
-    def __init__(self, out_dir: Path, force: bool, checkpoint_every: int = 50):
+
+class Progress:
+    """Rows of a stage across runs: what is finished, checkpoints, final write.
+
+    `signature` names what the outputs depend on (options, the input
+    manifest's hash). Earlier rows are reused only when it is unchanged, so a
+    rerun after a new seed or size never mixes old and new outputs.
+    """
+
+    def __init__(self, out_dir: Path, force: bool, signature: dict[str, Any], checkpoint_every: int = 50):
         self.out_dir = out_dir
         self.checkpoint_every = checkpoint_every
-        previous = None if force else manifest.read_partial(out_dir)
+        signature = json.loads(json.dumps(signature, default=str))
+        stale = _read_json(out_dir / SIGNATURE) != signature
+        if stale and not force and manifest.read_partial(out_dir) is not None:
+            print(f"{out_dir}: inputs or options changed since the last run; redoing every item")
+        previous = None if (force or stale) else manifest.read_partial(out_dir)
+        write_json_atomic(out_dir / SIGNATURE, signature)
         self.previous: dict[str, dict[str, str]] = (
             {} if previous is None else {row["id"]: row for row in previous.to_dict("records")}
         )
@@ -87,11 +102,15 @@ class Progress:
         self._since_checkpoint = 0
 
     def finished(self, item_id: str, outputs: Iterable[Path] = ()) -> dict[str, str] | None:
-        """The earlier row for `item_id` if it ended ok and its outputs still exist."""
+        """The earlier row for `item_id` if it ended ok and its outputs still exist.
+
+        A reused row is kept, so checkpoints stay complete across reruns.
+        """
         row = self.previous.get(item_id)
-        if row is None or row.get("status") != "ok":
+        if row is None or row.get("status") != "ok" or not all(Path(p).is_file() for p in outputs):
             return None
-        return row if all(Path(p).is_file() for p in outputs) else None
+        self.rows[item_id] = row
+        return row
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows[str(row["id"])] = row
@@ -100,16 +119,15 @@ class Progress:
             manifest.write(self.frame(), self.out_dir, partial=True)
             self._since_checkpoint = 0
 
-    def frame(self, columns: list[str] | None = None) -> pd.DataFrame:
-        df = pd.DataFrame(list(self.rows.values()))
-        if columns:
-            df = df[[c for c in columns if c in df.columns] + [c for c in df.columns if c not in columns]]
-        return df.fillna("")
+    def frame(self) -> pd.DataFrame:
+        return manifest.frame(list(self.rows.values()))
 
-    def finish(self, columns: list[str] | None = None) -> pd.DataFrame:
-        df = self.frame(columns)
-        manifest.write(df, self.out_dir)
-        return df
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def imap(

@@ -1,0 +1,53 @@
+# Brain-tumour MRI toolkit: `make all` runs the pipeline, `make test` the tests.
+# Both create .venv first (reinstalled only when requirements.txt changes).
+#
+#   make all                                   # phantom data set, offline
+#   make all N=500                             # a larger phantom set
+#   make all DATA=runs/navoneel DOWNLOAD_ARGS="--source folder --path ../shared/data/navoneel"
+#   make all DATA=runs/kaggle DOWNLOAD_ARGS="--source kaggle"
+#   make all FORCE=--force                     # redo every item (after a code change)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+DATA          ?= data
+N             ?= 253
+SEED          ?= 0
+SIZE          ?= 256
+DOWNLOAD_ARGS ?= --source phantom --n $(N) --seed $(SEED)
+FORCE         ?=
+
+.PHONY: all test venv bench clean-data help
+.DELETE_ON_ERROR:
+
+all: $(DATA)/02_clean/manifest.csv
+	@echo "done: reports in $(DATA)/*/report.html"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+# Stage folders are the contract: each rule reads the previous manifest.
+$(DATA)/01_download/manifest.csv: | $(STAMP)
+	$(PY) scripts/01_download.py --out $(DATA)/01_download $(DOWNLOAD_ARGS) $(FORCE)
+
+$(DATA)/02_clean/manifest.csv: $(DATA)/01_download/manifest.csv | $(STAMP)
+	$(PY) scripts/02_clean.py --in $(DATA)/01_download --out $(DATA)/02_clean --size $(SIZE) $(FORCE)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) bench/bench_clean.py
+
+clean-data:
+	rm -rf $(DATA)
+
+help:
+	@sed -n '1,10p' Makefile

@@ -1,0 +1,1 @@
+"""Brain-tumour MRI toolkit: the code every numbered stage shares."""

@@ -1,0 +1,43 @@
+"""Stage 01: import brain MRI slices (Kaggle, a local folder, or phantoms) and describe them.
+
+Writes `raw/` (byte-for-byte copies or generated files, with `masks/` where
+true masks exist), `manifest.csv` (one row per file: hashes, real format, mode,
+size, duplicate group, status) and `metrics.json` (counts and duplicates).
+
+    python scripts/01_download.py --source phantom --n 253 --out data/01_download
+    python scripts/01_download.py --source folder --path ../shared/data/navoneel --out runs/navoneel/01_download
+    python scripts/01_download.py --source kaggle --out data/01_download
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
+
+from lib import download, stage  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = stage.parser("01_download", __doc__.splitlines()[0], previous=None)
+    p.add_argument("--source", choices=("phantom", "folder", "kaggle"), default="phantom",
+                   help="phantom: generate offline; folder: import --path; kaggle: download the navoneel set")
+    p.add_argument("--path", type=Path, help="folder to import (--source folder): class folders or images/ + masks/")
+    p.add_argument("--classes", help="class folder names, e.g. 'yes=tumor,no=no_tumor' (default: common names)")
+    p.add_argument("--label", default="tumor", choices=("tumor", "no_tumor", "unknown"),
+                   help="label of an images/ + masks/ tree")
+    p.add_argument("--dataset", default=download.KAGGLE_DATASET, help="Kaggle data set handle (--source kaggle)")
+    p.add_argument("--n", type=int, default=253, help="number of phantom slices (--source phantom)")
+    p.add_argument("--seed", type=int, default=0, help="phantom seed: same seed, same images")
+    p.add_argument("--tumor-fraction", type=float, default=download.NAVONEEL_TUMOR_FRACTION,
+                   help="share of phantom slices with a tumour (default: navoneel's 155/253)")
+    args = p.parse_args(argv)
+    try:
+        download.run(args)
+    except download.DownloadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Stage 01 on messy local trees, and the Kaggle path failing fast offline."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lib import download, manifest
+from lib.io import write_png
+from tests.conftest import ROOT, shared_data
+
+
+def _picture(seed: int, size: int = 96) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random((size // 8, size // 8)) * 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)
+
+
+def _messy_tree(root: Path) -> None:
+    """Nested twice like the Kaggle zip, odd names, a lying extension, a copy, junk."""
+    for base in (root / "brain", root / "brain" / "brain_tumor_dataset"):
+        (base / "yes").mkdir(parents=True)
+        (base / "no").mkdir()
+        Image.fromarray(_picture(1)).save(base / "yes" / "Y1.jpg", format="JPEG")
+        Image.fromarray(_picture(2)).convert("RGBA").save(base / "no" / "no 9.jpg", format="PNG")  # lies
+        Image.fromarray(_picture(3)).save(base / "no" / "N3.JPG", format="JPEG")
+    (root / "brain" / "yes" / "Y1 copy.jpg").write_bytes((root / "brain" / "yes" / "Y1.jpg").read_bytes())
+    (root / "brain" / "no" / "notes.jpg").write_text("not an image")
+    (root / "brain" / "no" / ".DS_Store").write_bytes(b"\0")
+
+
+def run_stage(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "01_download.py"), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_folder_import_describes_every_file(tmp_path: Path) -> None:
+    _messy_tree(tmp_path / "src")
+    out = tmp_path / "01"
+    result = run_stage("--source", "folder", "--path", str(tmp_path / "src"), "--out", str(out), "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    df = manifest.read(out).set_index("id")
+    # the shallowest class tree wins; hidden files are skipped; junk is an error row
+    assert sorted(df.index) == ["no_N3", "no_no_9", "no_notes", "yes_Y1", "yes_Y1_copy"]
+    assert df.loc["no_no_9", "format"] == "PNG" and df.loc["no_no_9", "mode"] == "RGBA"
+    assert df.loc["no_notes", "status"] == "error" and "not a readable image" in df.loc["no_notes", "error"]
+    assert df.loc["yes_Y1", "dup_group"] == df.loc["yes_Y1_copy", "dup_group"]
+    assert df.loc["yes_Y1", "dup_exact"] == "2"
+    assert df.loc["yes_Y1", "label"] == "tumor" and df.loc["no_N3", "label"] == "no_tumor"
+    copied = out / df.loc["no_no_9", "source_path"]
+    assert copied.read_bytes() == (tmp_path / "src" / "brain" / "no" / "no 9.jpg").read_bytes()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["errors"] == 1 and metrics["duplicates"]["exact_duplicate_groups"] == 1
+    assert "no_notes" in result.stdout  # the error is shown, not only stored
+
+
+def test_rerun_skips_finished_files_and_keeps_the_input(tmp_path: Path) -> None:
+    _messy_tree(tmp_path / "src")
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "src").rglob("*")}
+    out = tmp_path / "01"
+    args = ("--source", "folder", "--path", str(tmp_path / "src"), "--out", str(out), "--workers", "1")
+    assert run_stage(*args).returncode == 0
+    stamp = (out / "raw" / "yes" / "Y1.jpg").stat().st_mtime_ns
+    first = manifest.read(out)
+    time.sleep(0.05)
+    assert run_stage(*args).returncode == 0
+    assert (out / "raw" / "yes" / "Y1.jpg").stat().st_mtime_ns == stamp  # not copied again
+    assert manifest.read(out).equals(first)
+    assert run_stage(*args, "--force").returncode == 0
+    assert (out / "raw" / "yes" / "Y1.jpg").stat().st_mtime_ns != stamp
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "src").rglob("*")} == before
+
+
+def test_images_and_masks_tree_keeps_masks(tmp_path: Path) -> None:
+    src = tmp_path / "seg"
+    for i in range(3):
+        write_png(src / "images" / f"case_{i}.png", _picture(i))
+        write_png(src / "masks" / f"case_{i}.png", (_picture(i) > 128).astype(np.uint8) * 255)
+    out = tmp_path / "01"
+    assert run_stage("--source", "folder", "--path", str(src), "--out", str(out)).returncode == 0
+    df = manifest.read(out)
+    assert list(df["id"]) == ["case_0", "case_1", "case_2"] and set(df["label"]) == {"tumor"}
+    assert all((out / p).is_file() for p in df["mask_path"])
+
+
+def test_unknown_layout_and_empty_folder_fail_with_advice(tmp_path: Path) -> None:
+    (tmp_path / "pics").mkdir()
+    result = run_stage("--source", "folder", "--path", str(tmp_path / "pics"), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "--classes" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "pics" / "yes").mkdir()
+    result = run_stage("--source", "folder", "--path", str(tmp_path / "pics"), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "hold no files" in result.stderr
+
+
+def test_custom_class_names(tmp_path: Path) -> None:
+    for name in ("sick", "fine"):
+        write_png(tmp_path / "src" / name / "a.png", _picture(len(name)))
+    out = tmp_path / "01"
+    result = run_stage("--source", "folder", "--path", str(tmp_path / "src"), "--out", str(out),
+                       "--classes", "sick=tumor,fine=no_tumor")
+    assert result.returncode == 0, result.stderr
+    assert dict(zip(manifest.read(out)["id"], manifest.read(out)["label"])) == {
+        "fine_a": "no_tumor", "sick_a": "tumor"}
+
+
+def test_kaggle_unreachable_fails_fast_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(download, "KAGGLE_HOST", ("127.0.0.1", 9))  # nothing listens on discard
+    start = time.monotonic()
+    with pytest.raises(download.DownloadError, match="--source folder --path"):
+        download.fetch_kaggle()
+    assert time.monotonic() - start < download.NETWORK_TIMEOUT_S + 1
+
+
+def _sleep(_: str) -> str:
+    time.sleep(30)
+    return "never"
+
+
+def test_a_hanging_download_is_stopped_by_the_timeout() -> None:
+    start = time.monotonic()
+    with pytest.raises(download.DownloadError, match="more than 1 s"):
+        download._in_subprocess(_sleep, "x", timeout=1)
+    assert time.monotonic() - start < 10
+
+
+def test_kaggle_client_is_not_imported_by_the_pipeline() -> None:
+    code = "import lib.download, sys; print('kaggle' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_navoneel_all_files_imported_with_22_exact_groups(tmp_path: Path) -> None:
+    src = shared_data("navoneel")
+    out = tmp_path / "01"
+    result = run_stage("--source", "folder", "--path", str(src), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    df = manifest.read(out)
+    assert len(df) == 253 and (df["status"] == "ok").all()
+    assert df["label"].value_counts().to_dict() == {"tumor": 155, "no_tumor": 98}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["duplicates"]["exact_duplicate_groups"] == 22
+    assert metrics["formats"]["PNG"] == 8  # seven lying no/ files plus no/no 9.png

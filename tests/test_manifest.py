@@ -1,0 +1,78 @@
+"""lib.manifest and lib.stage: relative paths, rebasing, checkpoints and resuming."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lib import manifest, stage
+
+
+def test_empty_cells_stay_empty_strings(tmp_path: Path) -> None:
+    manifest.write_rows([{"id": "a", "mask_path": "", "width": 3}], tmp_path)
+    df = manifest.read(tmp_path)
+    assert df.loc[0, "mask_path"] == "" and df.loc[0, "width"] == "3"
+
+
+def test_columns_come_in_the_given_order_then_extras(tmp_path: Path) -> None:
+    df = manifest.write_rows([{"z": 1, "id": "a", "label": "tumor"}], tmp_path, ["id", "label", "absent"])
+    assert list(df.columns) == ["id", "label", "z"]
+
+
+def test_rebase_keeps_paths_pointing_at_the_same_file(tmp_path: Path) -> None:
+    (tmp_path / "s1" / "raw").mkdir(parents=True)
+    (tmp_path / "s1" / "raw" / "a b.png").write_bytes(b"x")
+    df = pd.DataFrame([{"id": "a", "source_path": "raw/a b.png", "mask_path": "", "label": "raw/x"}])
+    moved = manifest.rebase(df, tmp_path / "s1", tmp_path / "s2" / "deep")
+    assert moved.loc[0, "source_path"] == "../../s1/raw/a b.png"
+    assert manifest.resolve(tmp_path / "s2" / "deep", moved.loc[0, "source_path"]).read_bytes() == b"x"
+    assert moved.loc[0, "mask_path"] == "" and moved.loc[0, "label"] == "raw/x"  # only *_path columns
+
+
+def test_missing_manifest_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="run the previous stage"):
+        manifest.read(tmp_path)
+
+
+def test_progress_reuses_finished_rows_only_when_outputs_and_signature_match(tmp_path: Path) -> None:
+    out = tmp_path / "stage"
+    first = stage.Progress(out, force=False, signature={"size": 256}, checkpoint_every=1)
+    (out / "a.png").write_bytes(b"x")
+    first.add({"id": "a", "status": "ok"})
+    first.add({"id": "b", "status": "error", "error": "bad"})
+    assert (out / manifest.PARTIAL).is_file()  # checkpoint written while working
+
+    again = stage.Progress(out, force=False, signature={"size": 256})
+    assert again.finished("a", [out / "a.png"]) is not None
+    assert again.finished("b") is None  # errors are retried
+    assert again.finished("a", [out / "missing.png"]) is None
+
+    forced = stage.Progress(out, force=True, signature={"size": 256})
+    assert forced.finished("a", [out / "a.png"]) is None
+    changed = stage.Progress(out, force=False, signature={"size": 128})
+    assert changed.finished("a", [out / "a.png"]) is None
+
+
+def test_final_write_replaces_the_checkpoint(tmp_path: Path) -> None:
+    progress = stage.Progress(tmp_path, force=False, signature={}, checkpoint_every=1)
+    progress.add({"id": "a", "status": "ok"})
+    manifest.write(progress.frame(), tmp_path)
+    assert (tmp_path / manifest.MANIFEST).is_file() and not (tmp_path / manifest.PARTIAL).exists()
+
+
+def test_check_in_dir_refuses_writing_into_the_input(tmp_path: Path) -> None:
+    manifest.write_rows([{"id": "a", "status": "ok"}], tmp_path)
+    with pytest.raises(SystemExit, match="same folder"):
+        stage.check_in_dir(tmp_path, tmp_path)
+    with pytest.raises(SystemExit, match="no manifest"):
+        stage.check_in_dir(tmp_path / "nothing", tmp_path / "out")
+
+
+def test_error_row_is_one_line_with_the_reason() -> None:
+    row = stage.error_row({"id": "a", "status": "ok"}, ValueError("x.png: broken\nsecond line"))
+    assert row["status"] == "error" and row["error"] == "x.png: broken"
+    try:
+        {}["k"]
+    except KeyError as err:
+        unexpected = stage.error_row({"id": "a"}, err)
+    assert unexpected["error"].startswith("KeyError at test_manifest.py:")

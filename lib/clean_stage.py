@@ -232,7 +232,7 @@ def _contact_sheets(ok: pd.DataFrame, out: Path, qc: Path) -> list[Path]:
         cells = []
         for row in rows[start : start + SHEET_PAIRS]:
             before = read_image(out / row.source_path).pixels
-            before = before if before.ndim == 3 else cv2.cvtColor(before, cv2.COLOR_GRAY2RGB)
+            before = before.copy() if before.ndim == 3 else cv2.cvtColor(before, cv2.COLOR_GRAY2RGB)
             x0, y0, x1, y1 = parse_box(row.crop_box)
             width = max(2, round(max(before.shape[:2]) / 100))
             cv2.rectangle(before, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), width)

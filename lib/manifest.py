@@ -69,7 +69,10 @@ def read_partial(stage_dir: str | os.PathLike) -> pd.DataFrame | None:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:  # a stage that found nothing writes an empty table
+        return pd.DataFrame(columns=["id", "status"])
 
 
 def write(df: pd.DataFrame, stage_dir: str | os.PathLike, partial: bool = False) -> Path:

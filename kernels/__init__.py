@@ -1,0 +1,1 @@
+"""Packaging of stages as Kaggle kernels."""

@@ -301,7 +301,7 @@ def test_phantom_artefacts_are_flagged(artefact: str) -> None:
     phantom = _phantom_module()
     rng = np.random.default_rng(7)
     for _ in range(5):
-        ph = phantom.make_slice(rng, 1, force=artefact)
+        ph = phantom.make_slice(rng, 1, force={artefact: True})
         result = clean.clean_image(ph.image)
         assert artefact in result.flags, f"{artefact} not flagged for {ph.info}"
 

@@ -90,7 +90,7 @@ def clean_one(row: dict[str, Any], out: Path, size: int, skull_strip: bool) -> d
         if row.get(column):
             row[f"source_{column}"] = row[column]
             row[column] = _warp_mask_file(out, row[column], f"masks/{row['id']}{suffix}.png", result, size)
-    if row["source_brain_mask_path"]:
+    if row.get("source_brain_mask_path"):
         brain = read_mask(out / row["source_brain_mask_path"])
         row["brain_kept"], row["background_removed"] = crop_quality(brain, result.crop_box)
     return row

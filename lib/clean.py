@@ -580,3 +580,12 @@ def _touches_border(head: np.ndarray) -> bool:
     """Does the head cover at least TOUCH_SHARE of some edge of the image?"""
     edges = (head[0], head[-1], head[:, 0], head[:, -1])
     return max(edge.mean() for edge in edges) >= TOUCH_SHARE
+
+
+def head_mask(grey: np.ndarray) -> np.ndarray:
+    """Filled head region of an already cleaned slice, same shape, bool.
+
+    Later stages (enhancement, clustering, candidates, features) work inside
+    the head only; this is the one definition they share.
+    """
+    return _to_source(find_head(shrink(grey)).head, grey.shape)

@@ -132,7 +132,7 @@ def measure(df: pd.DataFrame) -> dict[str, Any]:
     flags = Counter(flag for text in ok["flags"] for flag in text.split())
     metrics: dict[str, Any] = {
         "images": len(df), "ok": len(ok), "errors": int((df["status"] == "error").sum()),
-        "error_list": dict(zip(df.loc[df["status"] == "error", "id"], df.loc[df["status"] == "error", "error"])),
+        "error_list": manifest.error_list(df),
         "flags": dict(sorted(flags.items())),
         "crop_modes": ok["crop_mode"].value_counts().to_dict(),
     }

@@ -326,7 +326,7 @@ def _counts(df: Any) -> dict[str, Any]:
         "formats": ok["format"].value_counts().to_dict(),
         "modes": ok["mode"].value_counts().to_dict(),
         "with_mask": int((ok["mask_path"] != "").sum()),
-        "error_list": dict(zip(df.loc[df["status"] == "error", "id"], df.loc[df["status"] == "error", "error"])),
+        "error_list": manifest.error_list(df),
     }
 
 

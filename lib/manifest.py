@@ -116,6 +116,12 @@ def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"] if "status" in df.columns else df
 
 
+def error_list(df: pd.DataFrame) -> dict[str, str]:
+    """{id: one-line reason} for every row whose status is error (for metrics.json)."""
+    failed = df[df["status"] == "error"]
+    return dict(zip(failed["id"], failed["error"]))
+
+
 def frame(rows: list[dict], columns: list[str] | None = None) -> pd.DataFrame:
     """Table from row dicts: `columns` first (those present), any others after."""
     df = pd.DataFrame(rows).fillna("")

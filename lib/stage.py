@@ -138,6 +138,12 @@ def imap(
     if workers <= 1 or len(items) < 8:
         yield from tqdm(map(fn, items), **bar)
         return
+    # A child forked while OpenCV's thread pool is live can deadlock on its first
+    # OpenCV call (seen after k-means in the parent); one thread in the parent
+    # before forking avoids it, and the parent only waits while workers run.
+    import cv2
+
+    cv2.setNumThreads(1)
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
     with context.Pool(workers, initializer=_one_thread_per_worker) as pool:
         yield from tqdm(pool.imap(fn, items, chunksize=4), **bar)

@@ -21,7 +21,7 @@ import pandas as pd
 from lib import clean, manifest, report
 from lib.dedup import sha256_file
 from lib.io import read_image, read_mask, to_grey, write_json_atomic, write_png
-from lib.stage import Progress, check_in_dir, error_row, imap
+from lib.stage import Progress, check_in_dir, error_row, imap, require_some_ok
 
 # Columns this stage adds (besides rewriting mask paths to the cleaned masks).
 CLEAN_COLUMNS = [
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for row in imap(_clean_job, todo, args.workers, desc="clean"):
         progress.add(row)
     df = manifest.write_rows([progress.rows[r["id"]] for r in rows_in], out)
+    require_some_ok(df, out)
     metrics = measure(df)
     metrics["size"], metrics["skull_strip"] = args.size, args.skull_strip
     write_json_atomic(out / "metrics.json", metrics)

@@ -149,6 +149,15 @@ def imap(
         yield from tqdm(pool.imap(fn, items, chunksize=4), **bar)
 
 
+def require_some_ok(df: pd.DataFrame, out_dir: Path) -> None:
+    """Stop with the first reason when every item failed: that is a broken
+    set-up (wrong folder, missing model), not a few bad files."""
+    failed = df[df["status"] == "error"]
+    if len(df) and len(failed) == len(df):
+        raise SystemExit(f"error: all {len(df)} items failed (see {out_dir / manifest.MANIFEST}); "
+                         f"first: {failed['id'].iloc[0]}: {failed['error'].iloc[0]}")
+
+
 def _one_thread_per_worker() -> None:
     """Each worker process uses one OpenCV thread: N busy processes already fill N
     cores, and OpenCV's own thread pool on top only adds contention (measured:

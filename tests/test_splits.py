@@ -1,0 +1,55 @@
+"""Folds keep duplicate groups together, keep class balance and are reproducible."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import splits
+
+
+def toy_manifest(n: int = 60, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    groups = [f"g{i // 3}" if i < 30 else f"g{i}" for i in range(n)]  # ten groups of three, then singles
+    labels = ["tumor" if rng.random() < 0.6 else "no_tumor" for _ in range(n)]
+    for i in range(0, 30, 3):  # copies share their label, as real duplicates do
+        labels[i + 1] = labels[i + 2] = labels[i]
+    return pd.DataFrame({"id": [f"im{i}" for i in range(n)], "label": labels, "dup_group": groups,
+                         "status": "ok"})
+
+
+def test_every_duplicate_group_sits_in_one_fold() -> None:
+    df = toy_manifest()
+    s = splits.from_manifest(df, folds=5, repeats=3)
+    for fold_of in s["assignments"]:
+        folds_per_group = df.assign(fold=df["id"].map(fold_of)).groupby("dup_group")["fold"].nunique()
+        assert (folds_per_group == 1).all()
+        assert set(fold_of.values()) == set(range(5))
+
+
+def test_folds_are_reproducible_and_repeats_differ() -> None:
+    df = toy_manifest()
+    a, b = splits.from_manifest(df, repeats=2, seed=7), splits.from_manifest(df, repeats=2, seed=7)
+    assert a == b
+    assert a["assignments"][0] != a["assignments"][1]
+
+
+def test_train_and_test_never_share_an_image_or_group() -> None:
+    df = toy_manifest()
+    group = dict(zip(df["id"], df["dup_group"]))
+    for train, test in splits.fold_pairs(splits.from_manifest(df)):
+        assert not set(train) & set(test)
+        assert not {group[i] for i in train} & {group[i] for i in test}
+        assert len(train) + len(test) == len(df)
+
+
+def test_saved_splits_are_reused(tmp_path) -> None:
+    df = toy_manifest()
+    first = splits.load_or_make(tmp_path / "splits.json", df, 5, 1, 0)
+    stamp = (tmp_path / "splits.json").stat().st_mtime_ns
+    assert splits.load_or_make(tmp_path / "splits.json", df, 5, 1, 0) == first
+    assert (tmp_path / "splits.json").stat().st_mtime_ns == stamp
+
+
+def test_too_few_images_say_what_to_do() -> None:
+    with pytest.raises(ValueError, match="--folds"):
+        splits.make(["a", "b", "c"], ["tumor", "no_tumor", "tumor"], ["a", "b", "c"], folds=5)

@@ -18,11 +18,13 @@ SEED          ?= 0
 SIZE          ?= 256
 DOWNLOAD_ARGS ?= --source phantom --n $(N) --seed $(SEED)
 FORCE         ?=
+ENHANCE_ARGS  ?=
+CLUSTER_ARGS  ?=
 
 .PHONY: all test venv bench clean-data help
 .DELETE_ON_ERROR:
 
-all: $(DATA)/02_clean/manifest.csv
+all: $(DATA)/04_cluster/manifest.csv
 	@echo "done: reports in $(DATA)/*/report.html"
 
 venv: $(STAMP)
@@ -40,11 +42,20 @@ $(DATA)/01_download/manifest.csv: | $(STAMP)
 $(DATA)/02_clean/manifest.csv: $(DATA)/01_download/manifest.csv | $(STAMP)
 	$(PY) scripts/02_clean.py --in $(DATA)/01_download --out $(DATA)/02_clean --size $(SIZE) $(FORCE)
 
+$(DATA)/03_enhance/manifest.csv: $(DATA)/02_clean/manifest.csv | $(STAMP)
+	$(PY) scripts/03_enhance.py --in $(DATA)/02_clean --out $(DATA)/03_enhance $(ENHANCE_ARGS) $(FORCE)
+
+$(DATA)/04_cluster/manifest.csv: $(DATA)/03_enhance/manifest.csv | $(STAMP)
+	$(PY) scripts/04_cluster.py --in $(DATA)/03_enhance --out $(DATA)/04_cluster $(CLUSTER_ARGS) $(FORCE)
+
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
 	$(PY) bench/bench_clean.py
+	$(PY) bench/bench_enhance.py
+	$(PY) bench/bench_cluster.py
+	$(PY) bench/bench_candidates.py
 
 clean-data:
 	rm -rf $(DATA)

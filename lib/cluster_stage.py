@@ -218,14 +218,17 @@ def measure(df: pd.DataFrame, out: Path, k_choice: dict[str, Any]) -> dict[str, 
     }
     with_mask = ok[ok["mask_path"] != ""] if "mask_path" in ok.columns else ok.iloc[:0]
     if len(with_mask):
-        pairs = [(_candidate_of(r), read_mask(out / r.mask_path)) for r in with_mask.itertuples()]
+        pairs = [(_candidate_of(r, out), read_mask(out / r.mask_path)) for r in with_mask.itertuples()]
         metrics["candidates_vs_truth"] = candidates.evaluate(pairs)
     metrics["candidates_by_label"] = _by_label(ok)
     return metrics
 
 
-def _candidate_of(row: Any) -> candidates.Candidate:
-    return candidates.Candidate(candidates.parse_box_text(row.cand_box), float(row.cand_score), row.cand_reason)
+def _candidate_of(row: Any, out: Path) -> candidates.Candidate:
+    """The row's candidate again, with its head area (for the box's share of the head)."""
+    head_area = int(read_mask(out / row.head_mask_path).sum()) if getattr(row, "head_mask_path", "") else 0
+    return candidates.Candidate(candidates.parse_box_text(row.cand_box), float(row.cand_score), row.cand_reason,
+                                head_area=head_area)
 
 
 def _by_label(ok: pd.DataFrame) -> dict[str, Any]:
@@ -295,7 +298,8 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
     print(f"04_cluster: {m['ok']}/{m['images']} slices, k = {m['k']} ({m['k_reason']}) ({m['errors']} errors) -> {out}")
     if "candidates_vs_truth" in m:
         c = m["candidates_vs_truth"]
-        print("  candidate vs true tumour: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+        print("  candidate vs true tumour: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                     for k, v in c.items()))
     print("  candidate by label: " + json.dumps(m["candidates_by_label"]))
     for item_id, reason in m["error_list"].items():
         print(f"  error {item_id}: {reason}")

@@ -99,10 +99,12 @@ def _at(threshold: float, key: str) -> Callable[[np.ndarray, np.ndarray], float]
     return lambda y, p: at_threshold(y, p, threshold)[key]
 
 
-def summary(y: np.ndarray, prob: np.ndarray, threshold: float, rounds: int = BOOTSTRAP_ROUNDS) -> dict[str, Any]:
+def summary(y: np.ndarray, prob: np.ndarray, threshold: float | np.ndarray,
+            rounds: int = BOOTSTRAP_ROUNDS) -> dict[str, Any]:
     """Everything a model is reported with: ranking, operating point, 0.5, calibration; 95 % intervals.
 
-    `threshold` is the operating threshold chosen elsewhere (on validation data).
+    `threshold` is the operating threshold chosen elsewhere (on validation
+    data): one number, or one per prediction (each outer fold has its own).
     """
     y, prob = np.asarray(y, bool), np.asarray(prob, float)
     both = y.any() and (~y).any()
@@ -110,10 +112,13 @@ def summary(y: np.ndarray, prob: np.ndarray, threshold: float, rounds: int = BOO
     for name, fn in (("roc_auc", roc_auc_score), ("pr_auc", average_precision_score)):
         out[name] = float(fn(y, prob)) if both else float("nan")
         out[f"{name}_ci"] = bootstrap_interval(y, prob, fn, rounds) if both else (float("nan"),) * 2
-    out["operating"] = at_threshold(y, prob, threshold)
+    # Per-prediction thresholds: decide on the margin prob - threshold at 0 (same decisions).
+    margin = prob - np.asarray(threshold, float)
+    out["operating"] = at_threshold(y, margin, 0.0)
+    out["operating"]["threshold"] = float(np.median(threshold))
     if both:
         for key in ("sensitivity", "specificity", "precision", "f1"):
-            out["operating"][f"{key}_ci"] = bootstrap_interval(y, prob, _at(threshold, key), rounds)
+            out["operating"][f"{key}_ci"] = bootstrap_interval(y, margin, _at(0.0, key), rounds)
     out["at_0.5"] = at_threshold(y, prob, 0.5)
     out["brier"] = float(brier_score_loss(y, prob))
     out["ece"] = expected_calibration_error(y, prob)

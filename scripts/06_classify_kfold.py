@@ -1,0 +1,45 @@
+"""Stage 06: grouped k-fold tumour / no-tumour classification, every model on the same saved folds.
+
+Models (--models, comma separated): cnn (custom CNN), vgg16, resnet50,
+efficientnetv2b0, efficientnetv2s, convnext_tiny (keras.applications, --weights
+imagenet|none|PATH), features (04_cluster's handcrafted features),
+medsam_embed (frozen pretrained LiteMedSAM encoder + linear head), metadata
+(file properties only: the shortcut baseline every model must beat).
+
+    python scripts/06_classify_kfold.py --in data/04_cluster --out data/06_classify_kfold \\
+        --models cnn,features,medsam_embed,metadata,efficientnetv2b0 --weights none
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
+
+from lib import metrics, splits, stage  # noqa: E402
+from lib import classify_stage  # noqa: E402
+
+DEFAULT_MODELS = "cnn,features,medsam_embed,metadata"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = stage.parser("06_classify_kfold", __doc__.splitlines()[0], previous="04_cluster")
+    p.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated model families")
+    p.add_argument("--weights", default="imagenet", help="keras.applications weights: imagenet, none or a file")
+    p.add_argument("--images", default="clean", choices=["clean", "enhanced"],
+                   help="which slices the image models see (measures the effect of MUSICA)")
+    p.add_argument("--folds", type=int, default=splits.FOLDS)
+    p.add_argument("--repeats", type=int, default=splits.REPEATS, help="repeated k-fold with seeds seed, seed+1, ...")
+    p.add_argument("--seed", type=int, default=splits.SEED)
+    p.add_argument("--rebalance", default="class_weight", choices=["class_weight", "oversample", "none"])
+    p.add_argument("--target-sensitivity", type=float, default=metrics.TARGET_SENSITIVITY,
+                   help="the threshold is chosen on inner validation data to find this share of tumours")
+    p.add_argument("--epochs", type=int, default=None, help="override the image models' epoch limit")
+    p.add_argument("--image-size", type=int, default=None, help="override the image models' input size")
+    p.add_argument("--external", type=Path, default=None,
+                   help="another labelled stage folder to test the fold models on (e.g. figshare's 04_cluster)")
+    classify_stage.run(p.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

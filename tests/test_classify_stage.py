@@ -1,0 +1,57 @@
+"""Integration: stage 06 on the small phantom run of the 03/04 tests."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lib import manifest
+from tests.conftest import ROOT
+from tests.test_enhance_cluster_stages import run  # noqa: F401 - the shared module fixture
+from tests.test_pipeline import stage
+
+
+@pytest.fixture(scope="module")
+def classified(run: Path) -> Path:  # noqa: F811
+    stage("06_classify_kfold.py", "--in", str(run / "04"), "--out", str(run / "06"),
+          "--models", "features,metadata", "--folds", "3")
+    return run / "06"
+
+
+def test_every_model_predicts_every_image_once_out_of_fold(classified: Path, run: Path) -> None:  # noqa: F811
+    ids = set(manifest.read(run / "04")["id"])
+    folds = json.loads((classified / "splits.json").read_text())["assignments"][0]
+    for model in ("features", "metadata"):
+        oof = pd.read_csv(classified / "models" / model / "oof.csv")
+        assert set(oof["id"]) == ids and oof["id"].is_unique
+        assert (oof["fold"] == oof["id"].map(folds)).all()  # both models used the saved folds
+        assert oof["prob"].between(0, 1).all()
+
+
+def test_metrics_comparison_and_report(classified: Path) -> None:
+    summary = json.loads((classified / "metrics.json").read_text())["models"]
+    for model in ("features", "metadata"):
+        m = summary[model]
+        assert {"roc_auc", "roc_auc_ci", "pr_auc", "operating", "at_0.5", "brier", "ece"} <= set(m)
+        assert {"sensitivity", "specificity", "precision", "f1", "confusion"} <= set(m["operating"])
+        for plot in m["plots"]:
+            assert (classified / plot).is_file()
+    lines = (classified / "comparison.md").read_text().splitlines()
+    aucs = [float(line.split("|")[2]) for line in lines[2:]]
+    assert aucs == sorted(aucs, reverse=True) and len(aucs) == 2
+    assert "not a medical device" in (classified / "report.html").read_text()
+
+
+def test_rerun_reuses_finished_models(classified: Path, run: Path) -> None:  # noqa: F811
+    result = stage("06_classify_kfold.py", "--in", str(run / "04"), "--out", str(classified),
+                   "--models", "features,metadata", "--folds", "3")
+    assert result.stdout.count("reusing") == 2
+
+
+def test_unknown_model_fails_in_one_line(run: Path, tmp_path: Path) -> None:  # noqa: F811
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "06_classify_kfold.py"), "--in", str(run / "04"),
+                           "--out", str(tmp_path / "06"), "--models", "cnn,svm"], capture_output=True, text=True)
+    assert done.returncode != 0 and "svm" in done.stderr and "Traceback" not in done.stderr

@@ -20,11 +20,14 @@ DOWNLOAD_ARGS ?= --source phantom --n $(N) --seed $(SEED)
 FORCE         ?=
 ENHANCE_ARGS  ?=
 CLUSTER_ARGS  ?=
+# The default model set keeps `make all` short on a 2-core CPU; add medsam_embed
+# (pretrained LiteMedSAM encoder, ~1 s per slice on CPU) or a backbone for the full comparison.
+CLASSIFY_ARGS ?= --models cnn,features,metadata
 
 .PHONY: all test venv bench clean-data help
 .DELETE_ON_ERROR:
 
-all: $(DATA)/04_cluster/manifest.csv
+all: $(DATA)/06_classify_kfold/metrics.json
 	@echo "done: reports in $(DATA)/*/report.html"
 
 venv: $(STAMP)
@@ -48,6 +51,9 @@ $(DATA)/03_enhance/manifest.csv: $(DATA)/02_clean/manifest.csv | $(STAMP)
 $(DATA)/04_cluster/manifest.csv: $(DATA)/03_enhance/manifest.csv | $(STAMP)
 	$(PY) scripts/04_cluster.py --in $(DATA)/03_enhance --out $(DATA)/04_cluster $(CLUSTER_ARGS) $(FORCE)
 
+$(DATA)/06_classify_kfold/metrics.json: $(DATA)/04_cluster/manifest.csv | $(STAMP)
+	$(PY) scripts/06_classify_kfold.py --in $(DATA)/04_cluster --out $(DATA)/06_classify_kfold $(CLASSIFY_ARGS) $(FORCE)
+
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
@@ -56,6 +62,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_enhance.py
 	$(PY) bench/bench_cluster.py
 	$(PY) bench/bench_candidates.py
+	$(PY) bench/bench_classify.py
 
 clean-data:
 	rm -rf $(DATA)

@@ -106,16 +106,34 @@ def family_matrix(family: str, rows: pd.DataFrame, folder: Path, args: argparse.
             raise SystemExit(f"error: {path} lacks {len(missing)} images (e.g. {sorted(missing)[0]}); rerun 04_cluster")
         return table.loc[rows["id"]].drop(columns=["label"]).to_numpy(float)
     if family == "medsam_embed":
-        from lib import medsam
-
         column = _image_column(rows, args.images)
-        images = [read_image(folder / p).pixels for p in rows[column]]
-        cache = medsam.EmbeddingCache(out / "cache" / "medsam_embeddings.npz")
-        hashes = [sha256_file(folder / p) for p in rows[column]]
-        return cache.get_or_compute(list(rows["id"]), images, hashes)
+        paths = [str(folder / p) for p in rows[column]]
+        return _in_fresh_process(_medsam_job, (list(rows["id"]), paths, str(out / "cache" / "medsam_embeddings.npz")))
     from lib import tabular
 
     return tabular.metadata_matrix(rows)
+
+
+def _in_fresh_process(fn: Any, job: tuple) -> Any:
+    """Run fn(job) in a freshly spawned process.
+
+    PyTorch (LiteMedSAM) crashes with a segmentation fault when TensorFlow
+    (Keras' default backend) is already loaded in the same process, which it
+    is once a Keras model has trained or its weights were checked.
+    """
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, job)
+
+
+def _medsam_job(ids: list[str], paths: list[str], cache_path: str) -> np.ndarray:
+    """Pooled LiteMedSAM embeddings of the images at `paths`, through the on-disk cache."""
+    from lib import medsam
+
+    images = [read_image(p).pixels for p in paths]
+    hashes = [sha256_file(Path(p)) for p in paths]
+    return medsam.EmbeddingCache(Path(cache_path)).get_or_compute(ids, images, hashes)
 
 
 def _external_rows(folder: Path) -> tuple[pd.DataFrame, Path]:

@@ -17,3 +17,18 @@ def shared_data(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real data {path} is absent (only developer and CI machines have ../shared); skipping")
     return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Build LiteMedSAM (PyTorch) before any test imports Keras.
+
+    PyTorch's first model build crashes (segmentation fault) in a process where
+    TensorFlow has already started; built first, both live together. Stages
+    avoid the problem by embedding in a separate process (lib.classify_stage).
+    """
+    try:
+        from lib import medsam
+
+        medsam.load()
+    except Exception:  # noqa: BLE001 - absent package: the medsam tests skip and say why
+        pass

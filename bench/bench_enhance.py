@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -39,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.timing import best_time  # noqa: E402
 from lib import enhance as enh  # noqa: E402
 from lib import manifest  # noqa: E402
 from lib.clean import head_mask  # noqa: E402
@@ -100,15 +100,6 @@ def _score(job: tuple[tuple[str, ...], int]) -> dict[str, float]:
     return {"cnr": enh.tumour_cnr(out, item["tumour"], item["head"]), **enh.contrast_stats(out, item["head"])}
 
 
-def _best_time(fn, repeats: int) -> float:
-    """Best of `repeats` wall times (the least disturbed run)."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
 
 def time_jobs(
     pool, workers: int, kind: str, chain: tuple[str, ...], repeats: int, single: bool = True
@@ -116,8 +107,8 @@ def time_jobs(
     """Seconds for SPEED_IMAGES slices in this process (nan unless `single`) and through `pool`."""
     jobs = [(kind, chain, i) for i in range(min(len(_SLICES), SPEED_IMAGES))]
     chunk = max(1, len(jobs) // (8 * workers))  # 8 chunks per worker: balanced, little overhead
-    single = _best_time(lambda: [_run(job) for job in jobs], repeats) if single else float("nan")
-    parallel = _best_time(lambda: pool.map(_run, jobs, chunksize=chunk), repeats)
+    single = best_time(lambda: [_run(job) for job in jobs], repeats) if single else float("nan")
+    parallel = best_time(lambda: pool.map(_run, jobs, chunksize=chunk), repeats)
     return single, parallel
 
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = "metadata,features,medsam_embed,cnn,efficientnetv2b0"
+MODELS = "metadata,features,medsam_embed,fusion,cnn,efficientnetv2b0"
 TARGET_SECONDS = 30 * 60
 
 

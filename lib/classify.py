@@ -29,7 +29,7 @@ from lib.fold import Fold, FoldResult
 
 VAL_SHARE = 0.2  # inner validation part of each training fold (1 of 5 inner groups)
 IMAGE_FAMILIES = ("cnn", "vgg16", "resnet50", "efficientnetv2b0", "efficientnetv2s", "convnext_tiny")
-TABLE_FAMILIES = ("features", "medsam_embed", "metadata")
+TABLE_FAMILIES = ("features", "medsam_embed", "fusion", "metadata")
 FAMILIES = IMAGE_FAMILIES + TABLE_FAMILIES
 
 

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         folds = splits.load_or_make(out / "splits.json", rows, args.folds, args.repeats, args.seed)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    external = _external_rows(args.external) if args.external else None
+    external = _external_rows(args.external, getattr(args, "external_limit", None)) if args.external else None
     results = {}
     for family in models:
         results[family] = train_family(family, rows, args, folds, out, external)
@@ -96,15 +96,16 @@ def family_matrix(family: str, rows: pd.DataFrame, folder: Path, args: argparse.
     if family in classify.IMAGE_FAMILIES:
         column = _image_column(rows, args.images)
         return np.stack([read_image(folder / p).pixels for p in rows[column]])
+    if family == "fusion":
+        return np.hstack([family_matrix("features", rows, folder, args, out),
+                          family_matrix("medsam_embed", rows, folder, args, out)])
     if family == "features":
-        path = folder / "features.csv"
-        if not path.is_file():
-            raise SystemExit(f"error: {path} not found; the features model needs --in pointing at 04_cluster's folder")
-        table = pd.read_csv(path).set_index("id")
+        table = features_table(folder)
         missing = set(rows["id"]) - set(table.index)
         if missing:
-            raise SystemExit(f"error: {path} lacks {len(missing)} images (e.g. {sorted(missing)[0]}); rerun 04_cluster")
-        return table.loc[rows["id"]].drop(columns=["label"]).to_numpy(float)
+            raise SystemExit(f"error: {folder}/features.csv lacks {len(missing)} images "
+                             f"(e.g. {sorted(missing)[0]}); rerun 04_cluster")
+        return table.loc[rows["id"]].to_numpy(float)
     if family == "medsam_embed":
         column = _image_column(rows, args.images)
         paths = [str(folder / p) for p in rows[column]]
@@ -112,6 +113,14 @@ def family_matrix(family: str, rows: pd.DataFrame, folder: Path, args: argparse.
     from lib import tabular
 
     return tabular.metadata_matrix(rows)
+
+
+def features_table(folder: Path) -> pd.DataFrame:
+    """04_cluster's handcrafted features, indexed by id, label column dropped."""
+    path = folder / "features.csv"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} not found; the features model needs --in pointing at 04_cluster's folder")
+    return pd.read_csv(path).set_index("id").drop(columns=["label"], errors="ignore")
 
 
 def _in_fresh_process(fn: Any, job: tuple) -> Any:
@@ -136,9 +145,13 @@ def _medsam_job(ids: list[str], paths: list[str], cache_path: str) -> np.ndarray
     return medsam.EmbeddingCache(Path(cache_path)).get_or_compute(ids, images, hashes)
 
 
-def _external_rows(folder: Path) -> tuple[pd.DataFrame, Path]:
+def _external_rows(folder: Path, limit: int | None = None) -> tuple[pd.DataFrame, Path]:
+    """The labelled rows of another stage folder; `limit` keeps an evenly spaced sample (a quicker check)."""
     df = manifest.read(folder)
-    return df[(df["status"] == "ok") & df["label"].isin(["tumor", "no_tumor"])].reset_index(drop=True), folder
+    rows = df[(df["status"] == "ok") & df["label"].isin(["tumor", "no_tumor"])].reset_index(drop=True)
+    if limit and limit < len(rows):
+        rows = rows.iloc[np.linspace(0, len(rows) - 1, limit).round().astype(int)].reset_index(drop=True)
+    return rows, folder
 
 
 def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, folds: dict[str, Any], out: Path,
@@ -149,7 +162,8 @@ def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, fold
                 "epochs": args.epochs, "image_size": args.image_size}
     settings = {k: v for k, v in settings.items() if v is not None}
     signature = {"folds": folds, "settings": settings, "images": args.images,
-                 "external": str(args.external or ""), "target": args.target_sensitivity}
+                 "external": str(args.external or ""), "external_limit": getattr(args, "external_limit", None),
+                 "target": args.target_sensitivity}
     done = model_dir / "metrics.json"
     if done.is_file() and not args.force:
         saved = json.loads(done.read_text())
@@ -162,6 +176,8 @@ def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, fold
         y=(rows["label"] == "tumor").to_numpy(int), groups=rows.get("dup_group", rows["id"]).to_numpy(),
         extra_x=family_matrix(family, external[0], external[1], args, out) if external else None,
     )
+    if family == "fusion":  # its matrix is [features | embeddings]: tell the heads where the cut is
+        settings = {**settings, "feature_columns": len(features_table(args.in_dir).columns)}
     cv = classify.cross_validate(family, data, folds, settings, model_dir, args.target_sensitivity)
     result = classify.evaluate(cv.oof)
     result["seconds"] = round(time.perf_counter() - start, 1)

@@ -3,11 +3,12 @@
 Models (--models, comma separated): cnn (custom CNN), vgg16, resnet50,
 efficientnetv2b0, efficientnetv2s, convnext_tiny (keras.applications, --weights
 imagenet|none|PATH), features (04_cluster's handcrafted features),
-medsam_embed (frozen pretrained LiteMedSAM encoder + linear head), metadata
-(file properties only: the shortcut baseline every model must beat).
+medsam_embed (frozen pretrained LiteMedSAM encoder + linear head), fusion
+(mean of the features and medsam_embed heads), metadata (file properties
+only: the shortcut baseline every model must beat).
 
     python scripts/06_classify_kfold.py --in data/04_cluster --out data/06_classify_kfold \\
-        --models cnn,features,medsam_embed,metadata,efficientnetv2b0 --weights none
+        --models cnn,features,medsam_embed,fusion,metadata,efficientnetv2b0 --weights none
 """
 
 import sys
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from lib import metrics, splits, stage  # noqa: E402
 from lib import classify_stage  # noqa: E402
 
-DEFAULT_MODELS = "cnn,features,medsam_embed,metadata"
+DEFAULT_MODELS = "cnn,features,medsam_embed,fusion,metadata"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=None, help="override the image models' input size")
     p.add_argument("--external", type=Path, default=None,
                    help="another labelled stage folder to test the fold models on (e.g. figshare's 04_cluster)")
+    p.add_argument("--external-limit", type=int, default=None,
+                   help="use an evenly spaced sample of this many external images (quicker)")
     classify_stage.run(p.parse_args(argv))
     return 0
 

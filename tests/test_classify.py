@@ -77,3 +77,18 @@ def test_tabular_fold_trains_and_predicts(rebalance: str, tmp_path: Path) -> Non
     result = tabular.run_fold(fold, {"family": "features", "rebalance": rebalance})
     assert result.test_prob.shape == (15,) and ((result.test_prob >= 0) & (result.test_prob <= 1)).all()
     assert result.history["chosen"][0] in tabular.candidates("features", None)
+
+
+def test_fusion_averages_a_features_head_and_an_embeddings_head(tmp_path: Path) -> None:
+    data, _ = toy()
+    noise = np.random.default_rng(1).normal(size=(len(data.y), 6))  # embedding block: uninformative
+    x = np.hstack([data.x, noise])
+    fold = Fold(train_x=x[:50], train_y=data.y[:50], val_x=x[50:65], val_y=data.y[50:65], test_x=x[65:],
+                out_dir=tmp_path, seed=0, extra_x=x[:4])
+    settings = {"family": "fusion", "feature_columns": data.x.shape[1]}
+    fused = tabular.run_fold(fold, settings)
+    alone = [tabular.run_fold(tabular._columns(fold, part), {"family": family}) for family, part in
+             (("features", slice(0, data.x.shape[1])), ("medsam_embed", slice(data.x.shape[1], None)))]
+    np.testing.assert_allclose(fused.test_prob, (alone[0].test_prob + alone[1].test_prob) / 2)
+    assert fused.extra_prob.shape == (4,)
+    assert {"features chosen", "embeddings chosen"} <= set(fused.history)

@@ -55,3 +55,14 @@ def test_unknown_model_fails_in_one_line(run: Path, tmp_path: Path) -> None:  # 
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "06_classify_kfold.py"), "--in", str(run / "04"),
                            "--out", str(tmp_path / "06"), "--models", "cnn,svm"], capture_output=True, text=True)
     assert done.returncode != 0 and "svm" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_missing_backbone_weights_stop_the_stage_before_training(run: Path, tmp_path: Path) -> None:  # noqa: F811
+    missing = tmp_path / "nowhere" / "efficientnetv2-b0_notop.h5"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "06_classify_kfold.py"), "--in", str(run / "04"),
+                           "--out", str(tmp_path / "06"), "--models", "features,efficientnetv2b0",
+                           "--weights", str(missing)], capture_output=True, text=True)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    message = done.stderr.strip().splitlines()[-1]  # lines above it are TensorFlow's start-up chatter
+    assert message.startswith("error:") and str(missing) in message and "not found" in message
+    assert not (tmp_path / "06" / "models").exists()  # nothing trained, not even the features model

@@ -5,7 +5,8 @@ set (make one with `make all DATA=runs/navoneel DOWNLOAD_ARGS="--source folder
 --path ../shared/data/navoneel"`), into a fresh folder so nothing is reused,
 then prints per model: wall seconds (and the ratio to the metadata baseline
 of the same run), ROC AUC with its 95 % interval, the operating point, and the
-figshare sensitivity when --external is given. Writes bench/results/classify.json.
+figshare sensitivity on an evenly spaced sample of --external (150 slices by
+default: LiteMedSAM embeds about one slice per 2 s here). Writes bench/results/classify.json.
 Target: the whole set in <= 30 minutes on a 2-core CPU.
 
     python bench/bench_classify.py [--in runs/navoneel/04_cluster] [--external runs/figshare/04_cluster]
@@ -32,6 +33,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--in", dest="in_dir", type=Path, default=ROOT / "runs" / "navoneel" / "04_cluster")
     p.add_argument("--external", type=Path, default=ROOT / "runs" / "figshare" / "04_cluster")
+    p.add_argument("--external-limit", type=int, default=150,
+                   help="evenly spaced external images per model (LiteMedSAM needs ~2 s each on 2 cores); 0 = all")
     p.add_argument("--models", default=MODELS)
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "classify.json")
     args = p.parse_args()
@@ -45,6 +48,8 @@ def main() -> int:
                    "--out", str(out), "--models", args.models, "--weights", "none"]
         if (args.external / "manifest.csv").is_file():
             command += ["--external", str(args.external)]
+            if args.external_limit:
+                command += ["--external-limit", str(args.external_limit)]
         start = time.perf_counter()
         subprocess.run(command, check=True)
         total = time.perf_counter() - start
@@ -64,6 +69,7 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "machine": platform.platform(), "cores": os.cpu_count(), "models": args.models,
+        "external_limit": args.external_limit,
         "total_seconds": round(total, 1), "target_seconds": TARGET_SECONDS,
         "per_model": {k: {"seconds": v["seconds"], "roc_auc": v["roc_auc"], "roc_auc_ci": v["roc_auc_ci"],
                           "operating": {m: v["operating"][m] for m in ("sensitivity", "specificity", "threshold")},

@@ -12,6 +12,7 @@ read back by every model, so models are compared on identical folds.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +67,51 @@ def fold_pairs(splits: dict[str, Any], repeat: int = 0) -> list[tuple[list[str],
     fold_of = splits["assignments"][repeat]
     return [([i for i, f in fold_of.items() if f != k], [i for i, f in fold_of.items() if f == k])
             for k in range(splits["folds"])]
+
+
+# --- segmentation: train / validation / test by contiguous index ranges -------------------
+
+PARTS = ("train", "val", "test")
+PART_SHARES = (0.7, 0.1, 0.2)
+_TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)\D*$")
+
+
+def _index_key(item_id: str) -> tuple[str, int]:
+    match = _TRAILING_NUMBER.match(item_id)
+    return (match.group(1), int(match.group(2))) if match else (item_id, 0)
+
+
+def index_blocks(ids: list[str]) -> list[list[str]]:
+    """Runs of consecutive numbers under one prefix (cheng_0121..cheng_0320 is one run), in order."""
+    blocks: list[list[str]] = []
+    previous: tuple[str, int] | None = None
+    for item_id in sorted(ids, key=_index_key):
+        key = _index_key(item_id)
+        if previous is None or key[0] != previous[0] or key[1] - previous[1] > 1:
+            blocks.append([])
+        blocks[-1].append(item_id)
+        previous = key
+    return blocks
+
+
+def by_index_ranges(ids: list[str], groups: list[str] | None = None,
+                    shares: tuple[float, float, float] = PART_SHARES) -> dict[str, str]:
+    """{id: 'train' | 'val' | 'test'}: each block of consecutive indices cut in order by `shares`.
+
+    Why not at random: in the figshare set a patient's slices are runs of
+    consecutive indices, so a random split puts neighbouring slices of one
+    tumour on both sides and the test Dice measures memory. Cutting every
+    block (tumour type) in order keeps each type in every part and a patient
+    on one side, except where a cut falls inside a run. Members of one
+    duplicate group all go where the group's first member went.
+    """
+    part_of: dict[str, str] = {}
+    for block in index_blocks(ids):
+        ends = np.cumsum(np.array(shares) / sum(shares)) * len(block)
+        for position, item_id in enumerate(block):
+            part_of[item_id] = PARTS[int(np.searchsorted(ends, position, side="right"))]
+    if groups is not None:
+        first: dict[str, str] = {}
+        for item_id, group in sorted(zip(ids, groups), key=lambda pair: _index_key(pair[0])):
+            part_of[item_id] = first.setdefault(group, part_of[item_id])
+    return part_of

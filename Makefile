@@ -20,14 +20,16 @@ DOWNLOAD_ARGS ?= --source phantom --n $(N) --seed $(SEED)
 FORCE         ?=
 ENHANCE_ARGS  ?=
 CLUSTER_ARGS  ?=
-# The default model set keeps `make all` short on a 2-core CPU; add medsam_embed
-# (pretrained LiteMedSAM encoder, ~1 s per slice on CPU) or a backbone for the full comparison.
+# The default model set keeps `make all` short on a 2-core CPU; add medsam_embed and fusion
+# (pretrained LiteMedSAM encoder, ~2 s per slice on 2 cores) or a backbone for the full comparison.
 CLASSIFY_ARGS ?= --models cnn,features,metadata
+SAM_ARGS      ?= --prompt auto
+UNET_ARGS     ?= --masks pseudo --epochs 15 --patience 5
 
 .PHONY: all test venv bench clean-data help
 .DELETE_ON_ERROR:
 
-all: $(DATA)/06_classify_kfold/metrics.json
+all: $(DATA)/06_classify_kfold/metrics.json $(DATA)/08_unet_train/metrics.json
 	@echo "done: reports in $(DATA)/*/report.html"
 
 venv: $(STAMP)
@@ -53,6 +55,12 @@ $(DATA)/04_cluster/manifest.csv: $(DATA)/03_enhance/manifest.csv | $(STAMP)
 
 $(DATA)/06_classify_kfold/metrics.json: $(DATA)/04_cluster/manifest.csv | $(STAMP)
 	$(PY) scripts/06_classify_kfold.py --in $(DATA)/04_cluster --out $(DATA)/06_classify_kfold $(CLASSIFY_ARGS) $(FORCE)
+
+$(DATA)/07_sam_label/manifest.csv: $(DATA)/04_cluster/manifest.csv | $(STAMP)
+	$(PY) scripts/07_sam_label.py --in $(DATA)/04_cluster --out $(DATA)/07_sam_label $(SAM_ARGS) $(FORCE)
+
+$(DATA)/08_unet_train/metrics.json: $(DATA)/07_sam_label/manifest.csv | $(STAMP)
+	$(PY) scripts/08_unet_train.py --in $(DATA)/07_sam_label --out $(DATA)/08_unet_train $(UNET_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -73,6 +73,7 @@ def fold_pairs(splits: dict[str, Any], repeat: int = 0) -> list[tuple[list[str],
 
 PARTS = ("train", "val", "test")
 PART_SHARES = (0.7, 0.1, 0.2)
+MIN_RUN = 10  # shorter runs of consecutive indices are pooled per prefix (see index_blocks)
 _TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)\D*$")
 
 
@@ -81,16 +82,27 @@ def _index_key(item_id: str) -> tuple[str, int]:
     return (match.group(1), int(match.group(2))) if match else (item_id, 0)
 
 
-def index_blocks(ids: list[str]) -> list[list[str]]:
-    """Runs of consecutive numbers under one prefix (cheng_0121..cheng_0320 is one run), in order."""
-    blocks: list[list[str]] = []
+def index_blocks(ids: list[str], min_run: int = MIN_RUN) -> list[list[str]]:
+    """Runs of consecutive numbers under one prefix (cheng_0121..cheng_0320 is one run), in order.
+
+    Runs shorter than `min_run` carry no patient structure (e.g. Kaggle's
+    yes_Y1, no_2, yes_Y3 ... interleave two classes): a prefix's short runs are
+    pooled into one block, in index order, so each prefix still reaches every part.
+    """
+    runs: dict[str, list[list[str]]] = {}
     previous: tuple[str, int] | None = None
     for item_id in sorted(ids, key=_index_key):
         key = _index_key(item_id)
         if previous is None or key[0] != previous[0] or key[1] - previous[1] > 1:
-            blocks.append([])
-        blocks[-1].append(item_id)
+            runs.setdefault(key[0], []).append([])
+        runs[key[0]][-1].append(item_id)
         previous = key
+    blocks: list[list[str]] = []
+    for prefix_runs in runs.values():
+        blocks += [run for run in prefix_runs if len(run) >= min_run]
+        pooled = [item_id for run in prefix_runs if len(run) < min_run for item_id in run]
+        if pooled:
+            blocks.append(pooled)
     return blocks
 
 
@@ -107,11 +119,19 @@ def by_index_ranges(ids: list[str], groups: list[str] | None = None,
     """
     part_of: dict[str, str] = {}
     for block in index_blocks(ids):
-        ends = np.cumsum(np.array(shares) / sum(shares)) * len(block)
-        for position, item_id in enumerate(block):
-            part_of[item_id] = PARTS[int(np.searchsorted(ends, position, side="right"))]
+        counts = _part_counts(len(block), shares)
+        for item_id, name in zip(block, np.repeat(PARTS, counts)):
+            part_of[item_id] = str(name)
     if groups is not None:
         first: dict[str, str] = {}
         for item_id, group in sorted(zip(ids, groups), key=lambda pair: _index_key(pair[0])):
             part_of[item_id] = first.setdefault(group, part_of[item_id])
     return part_of
+
+
+def _part_counts(n: int, shares: tuple[float, float, float]) -> list[int]:
+    """Sizes of train, val, test for a block of n: rounded shares, at least one val and test from n = 3."""
+    total = sum(shares)
+    val = max(1, round(n * shares[1] / total)) if n >= 3 else 0
+    test = max(1, round(n * shares[2] / total)) if n >= 3 else 0
+    return [n - val - test, val, test]

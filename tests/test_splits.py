@@ -71,3 +71,10 @@ def test_index_ranges_keep_a_duplicate_group_on_one_side() -> None:
     part = splits.by_index_ranges(ids, groups)
     assert part["yes_Y19"] == part["yes_Y0"] == "train"
     assert {part[i] for i in ids} == {"train", "val", "test"}
+
+
+def test_interleaved_classes_without_runs_still_reach_every_part() -> None:
+    ids = [f"yes_Y{i}" if i % 3 else f"no_no_{i}" for i in range(60)]  # Kaggle-style: classes interleaved
+    part = splits.by_index_ranges(ids)
+    for prefix in ("yes_Y", "no_no_"):
+        assert {part[i] for i in ids if i.startswith(prefix)} == {"train", "val", "test"}

@@ -1,0 +1,172 @@
+"""Stage 08: a segmentation network trained on pseudo-labels (07) or true masks, tested against true masks.
+
+1. Split by contiguous index ranges (lib.splits.by_index_ranges: train,
+   validation, test), never at random: neighbouring slices of one patient
+   stay on one side.
+2. Training targets: `--masks pseudo` = 07's accepted SAM masks (tumour
+   slices whose label was rejected or never prompted are left out),
+   `--masks truth` = the manifest's true masks. Tumour-free slices train
+   with an empty mask either way, so the network also learns to say "none".
+3. The validation part (same kind of masks as training: an honest pseudo-label
+   run never sees a true mask) drives early stopping on Dice.
+4. The test part is scored against TRUE masks: Dice, IoU, HD95 per slice,
+   plus detection terms (a mask on a tumour-free slice is a false positive).
+Outputs: model.keras, history.csv, predictions/<id>.png for the test part,
+per_image.csv, metrics.json, training curves, best/worst overlays, report.html.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from lib import manifest, mask_metrics, plots, report, splits
+from lib.io import read_image, read_mask, write_json_atomic, write_png
+from lib.stage import check_in_dir
+
+MASK_SOURCES = ("pseudo", "truth")
+OVERLAYS = 16  # best and worst test slices shown
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Stage 08 from parsed arguments (see scripts/08_unet_train.py)."""
+    out: Path = args.out
+    df = check_in_dir(args.in_dir, out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = manifest.rebase(df, args.in_dir, out)
+    rows = rows[(rows["status"] == "ok") & rows["label"].isin(["tumor", "no_tumor"])].reset_index(drop=True)
+    part = splits.by_index_ranges(list(rows["id"]), list(rows.get("dup_group", rows["id"])))
+    rows["part"] = rows["id"].map(part)
+    data = {name: training_pairs(rows[rows["part"] == name], out, args.masks) for name in ("train", "val")}
+    if not data["train"][0] or not data["val"][0]:
+        raise SystemExit(f"error: {args.in_dir}: no usable training or validation slices for --masks {args.masks} "
+                         f"(train {len(data['train'][0])}, validation {len(data['val'][0])})")
+    from lib import unet  # Keras loads only when there is something to train
+
+    start = time.perf_counter()
+    model, history = unet.train(*data["train"], *data["val"], architecture=args.architecture,
+                                image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
+                                patience=args.patience, out_dir=out, seed=args.seed)
+    train_seconds = time.perf_counter() - start
+    test = rows[rows["part"] == "test"]
+    per_image = score_test(model, test, out)
+    per_image.to_csv(out / "per_image.csv", index=False)
+    metrics = summarise(per_image, rows, data, args, history, train_seconds)
+    write_json_atomic(out / "metrics.json", metrics)
+    write_report(out, per_image, metrics, history)
+    _print_summary(out, metrics)
+    return metrics
+
+
+def training_pairs(rows: pd.DataFrame, out: Path, masks: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(images, masks) for training or validation; tumour slices without a target mask are left out."""
+    images, targets = [], []
+    for row in rows.to_dict("records"):
+        image = read_image(out / _image_path(row)).pixels
+        target = _target(row, out, masks, image.shape[:2])
+        if target is not None:
+            images.append(image)
+            targets.append(target)
+    return images, targets
+
+
+def _image_path(row: dict[str, Any]) -> str:
+    return row.get("clean_image_path") or row["image_path"]
+
+
+def _target(row: dict[str, Any], out: Path, masks: str, shape: tuple[int, int]) -> np.ndarray | None:
+    if row["label"] == "no_tumor":
+        return np.zeros(shape, bool)
+    path = row.get("pred_mask_path", "") if masks == "pseudo" else row.get("mask_path", "")
+    if masks == "truth" and not path:
+        raise SystemExit(f"error: --masks truth needs true masks; {row['id']} has none (use --masks pseudo)")
+    return read_mask(out / path) if path else None
+
+
+def score_test(model: Any, test: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """Per test slice: Dice, IoU, HD95 against the true mask (rows without one are skipped)."""
+    from lib import unet
+
+    records = [r for r in test.to_dict("records") if r.get("mask_path") or r["label"] == "no_tumor"]
+    images = [read_image(out / _image_path(r)).pixels for r in records]
+    predictions = unet.predict(model, images)
+    rows = []
+    for record, image, pred in zip(records, images, predictions):
+        truth = read_mask(out / record["mask_path"]) if record.get("mask_path") else np.zeros(image.shape[:2], bool)
+        path = out / "predictions" / f"{record['id']}.png"
+        write_png(path, pred.astype(np.uint8) * 255)
+        rows.append({"id": record["id"], "label": record["label"], "pred_mask_path": f"predictions/{record['id']}.png",
+                     "image_path": _image_path(record), "mask_path": record.get("mask_path", ""),
+                     **mask_metrics.score(pred, truth)})
+    return pd.DataFrame(rows)
+
+
+def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple[list, list]],
+              args: argparse.Namespace, history: dict[str, list[float]], seconds: float) -> dict[str, Any]:
+    scores = mask_metrics.summary(per_image) if len(per_image) else {}
+    from lib import unet
+
+    watched = history.get("val_dice", [])[unet.WARMUP_EPOCHS:]  # early stopping restores from here on
+    best = unet.WARMUP_EPOCHS + int(np.argmax(watched)) if watched else len(history.get("val_dice", [])) - 1
+    best = None if best < 0 else best
+    return {
+        "masks": args.masks, "architecture": args.architecture, "image_size": args.image_size,
+        "split": {name: int((rows["part"] == name).sum()) for name in splits.PARTS},
+        "trained_on": len(data["train"][0]), "validated_on": len(data["val"][0]),
+        "epochs_run": len(history.get("loss", [])), "best_epoch": None if best is None else best + 1,
+        "best_val_dice": None if best is None else round(float(history["val_dice"][best]), 4),
+        "train_seconds": round(seconds, 1), "test": {k: _round(v) for k, v in scores.items()},
+    }
+
+
+def _round(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def write_report(out: Path, per_image: pd.DataFrame, metrics: dict[str, Any],
+                 history: dict[str, list[float]]) -> Path:
+    curves = plots.training_curves([history], out / "training.png", "08: training curves")
+    tumour = per_image[per_image["true_pixels"] > 0].sort_values("dice")
+    sheets = []
+    for name, chosen in (("worst", tumour.head(OVERLAYS)), ("best", tumour.tail(OVERLAYS).iloc[::-1])):
+        cells = [report.caption(overlay(r, out), f"{r['id'][-8:]} D{r['dice']:.2f}") for r in chosen.to_dict("records")]
+        if cells:
+            sheets.append(report.contact_sheet(cells, out / f"overlays_{name}.png"))
+    sections = [
+        ("Outcome (test part, against true masks)", report.dict_table_html(
+            {k: v for k, v in metrics.items() if k != "test"} | metrics["test"])),
+        ("Training curves", report.img_html(out, curves) if curves else ""),
+        ("Worst and best test slices: prediction (yellow), true mask (green)",
+         "".join(report.img_html(out, p) for p in sheets)),
+    ]
+    return report.html_page(out / "report.html", "08_unet_train: tumour segmentation", sections)
+
+
+def overlay(row: dict[str, Any], out: Path) -> np.ndarray:
+    rgb = cv2.cvtColor(read_image(out / row["image_path"]).pixels, cv2.COLOR_GRAY2RGB)
+    for path, colour in ((row["mask_path"], (0, 255, 0)), (row["pred_mask_path"], (255, 255, 0))):
+        if path:
+            contours, _ = cv2.findContours(read_mask(out / path).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                           cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(rgb, contours, -1, colour, 1)
+    return report.thumbnail(rgb)
+
+
+def _print_summary(out: Path, m: dict[str, Any]) -> None:
+    t = m["test"]
+    print(f"08_unet_train ({m['architecture']} on {m['masks']} masks, {m['trained_on']} training slices, "
+          f"{m['epochs_run']} epochs, {m['train_seconds']:.0f} s) -> {out}")
+    if t:
+        print(f"  test vs true masks: Dice mean {t['dice_mean']}, median {t['dice_median']}, IoU {t['iou_mean']}, "
+              f"HD95 median {t['hd95_median']} px; missed {t['missed']}/{t['tumour_images']}, "
+              f"false positives {t['false_positive_images']}/{t['tumour_free_images']}")
+    print(f"  report: {out / 'report.html'}")

@@ -1,0 +1,34 @@
+"""Stage 08: train a U-Net (or DeepLabV3+) on SAM pseudo-labels or true masks; test against true masks.
+
+Split by contiguous index ranges (70 % train, 10 % validation, 20 % test per
+block of consecutive indices), early stopping on validation Dice. Writes
+model.keras, history.csv, predictions/ (test part), per_image.csv (Dice, IoU,
+HD95), metrics.json, training.png, overlays_best/worst.png and report.html.
+
+    python scripts/08_unet_train.py --in data/07_sam_label --out data/08_unet_train [--masks pseudo|truth]
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
+
+from lib import stage, unet_stage  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = stage.parser("08_unet_train", __doc__.splitlines()[0], previous="07_sam_label")
+    p.add_argument("--masks", default="pseudo", choices=unet_stage.MASK_SOURCES,
+                   help="train on 07's SAM pseudo-labels or on the true masks")
+    p.add_argument("--architecture", default="unet", choices=["unet", "deeplabv3plus"])
+    p.add_argument("--image-size", type=int, default=128, help="network input side in pixels")
+    p.add_argument("--epochs", type=int, default=40, help="upper limit; early stopping on validation Dice")
+    p.add_argument("--patience", type=int, default=8, help="epochs without a better validation Dice before stopping")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    unet_stage.run(p.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Stage 08 on the small phantom run: trains on true masks or on 07's pseudo-labels, scores against truth."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from lib import manifest
+from lib.io import read_mask
+from tests.test_enhance_cluster_stages import run  # noqa: F401 - the shared module fixture
+from tests.test_pipeline import stage
+from tests.test_sam_label import labelled  # noqa: F401 - 07 with true-box prompts on that run
+
+QUICK = ("--image-size", "64", "--epochs", "3", "--batch-size", "4")
+
+
+def test_truth_masks_train_and_the_test_part_is_scored(run: Path, tmp_path: Path) -> None:  # noqa: F811
+    stage("08_unet_train.py", "--in", str(run / "04"), "--out", str(tmp_path / "08"), "--masks", "truth", *QUICK)
+    out = tmp_path / "08"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 3 and metrics["masks"] == "truth"
+    assert sum(metrics["split"].values()) == len(manifest.ok_rows(manifest.read(run / "04")))
+    per_image = pd.read_csv(out / "per_image.csv")
+    assert len(per_image) == metrics["split"]["test"] and per_image["dice"].between(0, 1).all()
+    for row in per_image.itertuples():
+        assert read_mask(out / row.pred_mask_path).shape == (256, 256)  # the slice's size, not the network's 64
+    assert (out / "model.keras").is_file() and (out / "history.csv").is_file()
+    assert (out / "training.png").is_file() and "not a medical device" in (out / "report.html").read_text()
+
+
+def test_pseudo_labels_train_without_seeing_a_true_mask(labelled: Path, tmp_path: Path) -> None:  # noqa: F811
+    stage("08_unet_train.py", "--in", str(labelled), "--out", str(tmp_path / "08"), "--masks", "pseudo", *QUICK)
+    metrics = json.loads((tmp_path / "08" / "metrics.json").read_text())
+    accepted = manifest.read(labelled)["sam_status"].eq("accepted")
+    no_tumour = manifest.read(labelled)["label"].eq("no_tumor")
+    assert metrics["trained_on"] + metrics["validated_on"] <= int((accepted | no_tumour).sum())
+    assert "dice_mean" in metrics["test"]

@@ -491,8 +491,17 @@ def predict_proba(model: keras.Model, images: Sequence[np.ndarray], batch_size: 
         return []
     size = int(model.input_shape[1])
     prob = np.asarray(model.predict(prepare_images(images, size), batch_size=batch_size, verbose=0))
-    return [np.clip(cv2.resize(p[:, :, 0].astype(np.float32), (np.shape(image)[1], np.shape(image)[0]),
-                               interpolation=cv2.INTER_LINEAR), 0, 1) for p, image in zip(prob, images)]
+    return [resize_back(p[:, :, 0], np.shape(image)[:2]) for p, image in zip(prob, images)]
+
+
+def resize_back(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A network-frame probability map at a slice's own (H, W), bilinear, clipped to 0..1.
+
+    For an integer upscale of a 0/1 map, bilinear then > 0.5 equals nearest
+    neighbour exactly (the nearest sample always weighs more than half).
+    """
+    return np.clip(cv2.resize(np.asarray(prob, np.float32), (int(shape[1]), int(shape[0])),
+                              interpolation=cv2.INTER_LINEAR), 0, 1)
 
 
 def predict(model: keras.Model, images: Sequence[np.ndarray], threshold: float = 0.5,

@@ -187,3 +187,17 @@ def test_slice_sequence_resizes_shuffles_and_augments_on_request() -> None:
         np.testing.assert_array_equal(image, original)
     with pytest.raises(ValueError, match="masks"):
         unet.SliceSequence(images, masks[:2])
+
+
+def test_mask_geometry_survives_the_network_resize_round_trip_exactly() -> None:
+    """A 256 px mask made of 2x2 blocks goes to the 128 px network frame and back unchanged."""
+    rng = np.random.default_rng(0)
+    small = np.zeros((128, 128), np.uint8)
+    for _ in range(5):
+        cv2.ellipse(small, (int(rng.integers(20, 108)), int(rng.integers(20, 108))),
+                    (int(rng.integers(4, 20)), int(rng.integers(4, 20))), float(rng.integers(0, 180)), 0, 360, 1, -1)
+    mask = np.kron(small, np.ones((2, 2), np.uint8)).astype(bool)
+    frame = unet.prepare_masks([mask], 128)[0, :, :, 0] > 0.5
+    np.testing.assert_array_equal(frame, small.astype(bool))
+    back = unet.resize_back(frame.astype(np.float32), (256, 256)) > 0.5  # the path of unet.predict
+    np.testing.assert_array_equal(back, mask)

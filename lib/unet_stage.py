@@ -165,7 +165,10 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
     t = m["test"]
     print(f"08_unet_train ({m['architecture']} on {m['masks']} masks, {m['trained_on']} training slices, "
           f"{m['epochs_run']} epochs, {m['train_seconds']:.0f} s) -> {out}")
-    if t:
+    if t and not t["tumour_images"]:
+        print(f"  test part has no true tumour masks; false-positive masks on {t['false_positive_images']}"
+              f"/{t['tumour_free_images']} tumour-free slices")
+    elif t:
         print(f"  test vs true masks: Dice mean {t['dice_mean']}, median {t['dice_median']}, IoU {t['iou_mean']}, "
               f"HD95 median {t['hd95_median']} px; missed {t['missed']}/{t['tumour_images']}, "
               f"false positives {t['false_positive_images']}/{t['tumour_free_images']}")

@@ -67,6 +67,13 @@ def thumbnail(pixels: np.ndarray, size: int = THUMB) -> np.ndarray:
     return cell
 
 
+def outline(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], thickness: int = 1) -> np.ndarray:
+    """Draw the outer border of a mask on an RGB image, in place (masks read better as outlines)."""
+    contours, _ = cv2.findContours(np.asarray(mask).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(rgb, contours, -1, colour, thickness)
+    return rgb
+
+
 def caption(cell: np.ndarray, text: str, colour: tuple[int, int, int] = (255, 255, 0)) -> np.ndarray:
     """Write a short caption in the top-left corner of a thumbnail."""
     out = cell.copy()

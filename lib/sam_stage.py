@@ -201,18 +201,13 @@ def overlay(row: dict[str, Any], out: Path) -> np.ndarray:
     """The slice with the prompt box, the SAM mask's outline and the true mask's outline."""
     rgb = cv2.cvtColor(read_image(out / _image_path(row, "clean")).pixels, cv2.COLOR_GRAY2RGB)
     if row.get("mask_path"):
-        _outline(rgb, read_mask(out / row["mask_path"]), (0, 255, 0))
+        report.outline(rgb, read_mask(out / row["mask_path"]), (0, 255, 0))
     path = row.get("pred_mask_path") or row.get("rejected_mask_path")
     if path:
-        _outline(rgb, read_mask(out / path), (255, 255, 0) if row["sam_status"] == "accepted" else (255, 0, 0))
+        report.outline(rgb, read_mask(out / path), (255, 255, 0) if row["sam_status"] == "accepted" else (255, 0, 0))
     box = candidates.parse_box_text(row["prompt_box"])
     cv2.rectangle(rgb, box[:2], (box[2] - 1, box[3] - 1), (0, 255, 255), 1)
     return report.thumbnail(rgb)
-
-
-def _outline(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> None:
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(rgb, contours, -1, colour, 1)
 
 
 def _print_summary(out: Path, m: dict[str, Any]) -> None:

@@ -155,9 +155,7 @@ def overlay(row: dict[str, Any], out: Path) -> np.ndarray:
     rgb = cv2.cvtColor(read_image(out / row["image_path"]).pixels, cv2.COLOR_GRAY2RGB)
     for path, colour in ((row["mask_path"], (0, 255, 0)), (row["pred_mask_path"], (255, 255, 0))):
         if path:
-            contours, _ = cv2.findContours(read_mask(out / path).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                           cv2.CHAIN_APPROX_NONE)
-            cv2.drawContours(rgb, contours, -1, colour, 1)
+            report.outline(rgb, read_mask(out / path), colour)
     return report.thumbnail(rgb)
 
 

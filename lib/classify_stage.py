@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -47,12 +48,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for family in models:
         results[family] = train_family(family, rows, args, folds, out, external)
     table = comparison(results)
-    write_text_atomic(out / "comparison.md", _markdown(table))
-    summary = {"models": results, "folds": args.folds, "repeats": args.repeats, "images": args.images,
+    write_text_atomic(out / "comparison.md", report.markdown_table(table))
+    summary = {"models": results, "input": os.path.relpath(args.in_dir, out), "folds": args.folds,
+               "repeats": args.repeats, "images": args.images,
                "target_sensitivity": args.target_sensitivity}
     write_json_atomic(out / "metrics.json", summary)
     write_report(out, table, results)
-    print(_markdown(table))
+    print(report.markdown_table(table))
     print(f"  report: {out / 'report.html'}")
     return summary
 
@@ -168,7 +170,7 @@ def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, fold
     done = model_dir / "metrics.json"
     if done.is_file() and not args.force:
         saved = json.loads(done.read_text())
-        if saved.get("signature") == json.loads(json.dumps(signature, default=str)):
+        if saved.get("signature") == json.loads(json.dumps(signature, default=str)) and has_fold_models(model_dir):
             print(f"{family}: finished earlier with the same folds and settings; reusing {done}")
             return saved["metrics"]
     start = time.perf_counter()
@@ -196,6 +198,12 @@ def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, fold
           f"sensitivity {result['operating']['sensitivity']:.3f}, specificity {result['operating']['specificity']:.3f}"
           f" ({result['seconds']:.0f} s)")
     return result
+
+
+def has_fold_models(model_dir: Path) -> bool:
+    """Whether every fold folder holds a saved model (runs before tabular models were saved lack them)."""
+    folds = list(model_dir.glob("repeat*_fold*"))
+    return bool(folds) and all(any(f.rglob("model.*")) for f in folds)
 
 
 def _family_plots(family: str, cv: classify.CrossValidation, result: dict[str, Any], model_dir: Path,
@@ -233,11 +241,6 @@ def comparison(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
             row["external_sensitivity"] = round(r["external"]["sensitivity"], 3)
         rows.append(row)
     return pd.DataFrame(rows).sort_values("roc_auc", ascending=False)
-
-
-def _markdown(table: pd.DataFrame) -> str:
-    header = "| " + " | ".join(table.columns) + " |\n| " + " | ".join("---" for _ in table.columns) + " |\n"
-    return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in table.itertuples(index=False))
 
 
 def write_report(out: Path, table: pd.DataFrame, results: dict[str, dict[str, Any]]) -> Path:

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     require_some_ok(df, out)
     table = gather_features(df, out)
     metrics = measure(df, out, k_choice)
+    metrics["cluster_features"] = args.features  # what predict-time preprocessing must repeat (lib.predictor)
     write_json_atomic(out / "metrics.json", metrics)
     write_report(df, out, table, metrics)
     _print_summary(out, metrics)

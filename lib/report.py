@@ -11,6 +11,7 @@ import html
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import matplotlib
@@ -110,6 +111,12 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def markdown_table(table: Any) -> str:
+    """A DataFrame as a GitHub markdown table (values as str(); round floats first)."""
+    header = "| " + " | ".join(table.columns) + " |\n| " + " | ".join("---" for _ in table.columns) + " |\n"
+    return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in table.itertuples(index=False))
 
 
 def dict_table_html(values: Mapping[str, object]) -> str:

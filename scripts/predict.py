@@ -1,0 +1,46 @@
+"""Predict tumour / no tumour (and optionally the tumour mask) for an image file or a folder, with a bundle.
+
+Each input is cleaned and cropped exactly as in training (the bundle holds the
+settings). Writes one CSV row per file: file, prob_tumor, label_pred,
+threshold, mask_path, error. A bad file gets an error row; the rest go on; a
+rerun resumes. Research and education only, not a medical device.
+
+    python scripts/predict.py --bundle artifacts/bundle --in slices/ --out predictions.csv [--masks masks/ [--sam]]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
+
+from lib import predict_files  # noqa: E402
+from lib.predictor import BundleError, Predictor  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="predict.py", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--bundle", type=Path, default=Path("artifacts/bundle"), help="folder written by 09_ensemble")
+    p.add_argument("--in", dest="source", type=Path, required=True, help="an image file or a folder of them")
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
+    p.add_argument("--masks", type=Path, default=None, help="also save tumour masks (0/255 PNG, input size) here")
+    p.add_argument("--sam", action="store_true", help="refine each mask with LiteMedSAM on the U-Net mask's box")
+    p.add_argument("--force", action="store_true", help="predict every file again instead of resuming")
+    args = p.parse_args(argv)
+    if args.sam and args.masks is None:
+        p.error("--sam refines masks: give --masks DIR too")
+    try:
+        predictor = Predictor(args.bundle, sam=args.sam)
+    except BundleError as err:
+        raise SystemExit(f"error: {err}") from None
+    table = predict_files.predict_all(predictor, args.source, args.out, args.masks, args.sam, args.force)
+    errors = int(table["error"].ne("").sum())
+    tumours = int(table["label_pred"].eq(predictor.class_names[1]).sum())
+    print(f"{len(table)} files: {tumours} predicted tumour, {len(table) - tumours - errors} no tumour, "
+          f"{errors} errors -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

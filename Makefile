@@ -6,6 +6,7 @@
 #   make all DATA=runs/navoneel DOWNLOAD_ARGS="--source folder --path ../shared/data/navoneel"
 #   make all DATA=runs/kaggle DOWNLOAD_ARGS="--source kaggle"
 #   make all FORCE=--force                     # redo every item (after a code change)
+#   make demo                                  # serve artifacts/bundle on http://127.0.0.1:7860
 
 PYTHON ?= python3
 VENV   := .venv
@@ -25,12 +26,15 @@ CLUSTER_ARGS  ?=
 CLASSIFY_ARGS ?= --models cnn,features,metadata
 SAM_ARGS      ?= --prompt auto
 UNET_ARGS     ?= --masks pseudo --epochs 15 --patience 5
+ENSEMBLE_ARGS ?=
+BUNDLE        ?= artifacts/bundle
+CHROMIUM      ?= /usr/bin/chromium
 
-.PHONY: all test venv bench clean-data help
+.PHONY: all test venv bench demo browser clean-data help
 .DELETE_ON_ERROR:
 
-all: $(DATA)/06_classify_kfold/metrics.json $(DATA)/08_unet_train/metrics.json
-	@echo "done: reports in $(DATA)/*/report.html"
+all: $(BUNDLE)/bundle.json
+	@echo "done: reports in $(DATA)/*/report.html; bundle in $(BUNDLE) (make demo serves it)"
 
 venv: $(STAMP)
 
@@ -62,7 +66,21 @@ $(DATA)/07_sam_label/manifest.csv: $(DATA)/04_cluster/manifest.csv | $(STAMP)
 $(DATA)/08_unet_train/metrics.json: $(DATA)/07_sam_label/manifest.csv | $(STAMP)
 	$(PY) scripts/08_unet_train.py --in $(DATA)/07_sam_label --out $(DATA)/08_unet_train $(UNET_ARGS)
 
-test: $(STAMP)
+$(BUNDLE)/bundle.json: $(DATA)/06_classify_kfold/metrics.json $(DATA)/08_unet_train/metrics.json | $(STAMP)
+	$(PY) scripts/09_ensemble.py --in $(DATA)/06_classify_kfold --unet $(DATA)/08_unet_train \
+		--out $(DATA)/09_ensemble --bundle $(BUNDLE) $(ENSEMBLE_ARGS)
+
+demo: $(STAMP)
+	@test -f $(BUNDLE)/bundle.json || { echo "error: no bundle at $(BUNDLE); run 'make all' first"; exit 1; }
+	$(PY) demo/app.py --bundle $(BUNDLE)
+
+# Debian's Chromium for the browser test (tests/test_browser.py), installed once; it skips without it.
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+		|| echo "note: could not install Debian's chromium (needs root and apt); the browser test will skip"
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
@@ -71,6 +89,8 @@ bench: $(STAMP)
 	$(PY) bench/bench_cluster.py
 	$(PY) bench/bench_candidates.py
 	$(PY) bench/bench_classify.py
+	$(PY) bench/bench_predict.py
+	$(PY) bench/bench_demo.py
 
 clean-data:
 	rm -rf $(DATA)

@@ -72,7 +72,7 @@ def _fold_files(model_dir: Path, family: str) -> list[Any]:
         if family == "fusion":
             found.append({head: fold / head / "model.joblib" for head in ("features", "embeddings")})
         else:
-            found.append(next(iter(sorted(fold.glob("model.*"))), fold / "model.(none)"))
+            found.append(fold / ("model.keras" if member_kind(family) == "keras" else "model.joblib"))
     missing = [p for f in found for p in (f.values() if isinstance(f, dict) else [f]) if not p.is_file()]
     if missing:
         raise ValueError(f"{missing[0]} not found (06 runs before models were saved); "

@@ -32,3 +32,25 @@ def pytest_configure(config: pytest.Config) -> None:
         medsam.load()
     except Exception:  # noqa: BLE001 - absent package: the medsam tests skip and say why
         pass
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real bundle from a small phantom run: 01-04, 06 (cnn + features, 3 folds), 08 (U-Net), 09.
+
+    Tiny and short-trained, so its numbers mean nothing; its files and code paths are the real ones.
+    """
+    from tests.test_pipeline import stage  # here, not at the top: test_pipeline imports this module
+
+    root = tmp_path_factory.mktemp("bundle_run")
+    stage("01_download.py", "--source", "phantom", "--n", "20", "--seed", "11", "--out", str(root / "01"))
+    stage("02_clean.py", "--in", str(root / "01"), "--out", str(root / "02"), "--size", "128")
+    stage("03_enhance.py", "--in", str(root / "02"), "--out", str(root / "03"))
+    stage("04_cluster.py", "--in", str(root / "03"), "--out", str(root / "04"), "--sweep-images", "6")
+    stage("06_classify_kfold.py", "--in", str(root / "04"), "--out", str(root / "06"),
+          "--models", "cnn,features,metadata", "--folds", "3", "--epochs", "2", "--image-size", "32")
+    stage("08_unet_train.py", "--in", str(root / "04"), "--out", str(root / "08"), "--masks", "truth",
+          "--image-size", "64", "--epochs", "3", "--batch-size", "4")
+    stage("09_ensemble.py", "--in", str(root / "06"), "--unet", str(root / "08"), "--out", str(root / "09"),
+          "--bundle", str(root / "bundle"))
+    return root / "bundle"

@@ -1,0 +1,174 @@
+"""End-to-end: the Gradio demo in a real (headless) Chromium, driven by Playwright.
+
+Starts `demo/app.py` on a free port with the `tiny_bundle` bundle, opens the
+page, checks the notice, uploads a phantom slice and predicts (verdict, crop
+and mask overlay shown), uploads a file that is not an image (one status
+line, no crash), then predicts again to show the server still serves. Saves a
+screenshot to bench/results/demo_screenshot.png (git-ignored) and tmp.
+
+Needs Debian's chromium at /usr/bin/chromium (`make test` in CI installs it);
+skips without it. Never runs `playwright install`: no downloads.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+STARTUP_TIMEOUT = 120.0  # seconds: TensorFlow, the bundle's models and LiteMedSAM load first
+WAIT_MS = 60_000  # any one wait in the page
+SCREENSHOT = ROOT / "bench" / "results" / "demo_screenshot.png"
+
+
+# Marks, not a fixture: a skip decided before fixtures run, so a missing browser never builds tiny_bundle.
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.is_file(),
+                       reason=f"{CHROMIUM} is absent (CI installs it: apt-get install chromium); skipping browser test"),
+    pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
+                       reason="python playwright is not installed; skipping browser test"),
+]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module")
+def demo_url(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`demo/app.py --bundle tiny_bundle` on a free port; its URL once it answers; stopped afterwards."""
+    tmp = tmp_path_factory.mktemp("demo_server")
+    port = free_port()
+    log = tmp / "server.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp / "gradio"),
+           "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(ROOT / "demo" / "app.py"), "--bundle", str(tiny_bundle), "--port", str(port),
+           "--examples", str(tmp / "examples")]
+    url = f"http://127.0.0.1:{port}/"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"demo/app.py exited with {proc.returncode} before serving; its output ends:\n{_tail(log)}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"demo/app.py did not answer on {url} within {STARTUP_TIMEOUT:.0f} s; "
+                            f"its output ends:\n{_tail(log)}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def slices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A phantom slice with a tumour, and a `.png` that holds text, not an image."""
+    from lib import phantom
+    from lib.io import write_png
+
+    folder = tmp_path_factory.mktemp("uploads")
+    good = folder / "phantom_slice.png"
+    write_png(good, phantom.make_slice(np.random.default_rng(1), 1).image)
+    bad = folder / "not_an_image.png"
+    bad.write_bytes(b"this is text, not a PNG\n" * 4)
+    return {"good": good, "bad": bad}
+
+
+def upload(page, path: Path) -> None:  # noqa: ANN001 - playwright.sync_api.Page (imported lazily)
+    """Put `path` into the gr.File and wait until the server holds it.
+
+    A gr.File holding a file has no <input type=file>: clear it first. The
+    file row (td.filename) and its download link to the server's copy appear
+    only once the upload request has finished.
+    """
+    clear = page.locator('#upload button[aria-label="Clear"]')
+    if clear.count():
+        clear.first.click()
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    page.locator(f'#upload td.filename[aria-label="{path.name}"]').wait_for(timeout=WAIT_MS)
+    page.locator("#upload a[data-testid=download-link][href*='gradio_api/file=']").wait_for(timeout=WAIT_MS)
+
+
+def predict_ok(page) -> None:  # noqa: ANN001
+    """Click Predict and wait for the verdict, the crop and the mask overlay."""
+    from playwright.sync_api import expect
+
+    page.locator("#predict").click()
+    expect(page.locator("#verdict")).to_contain_text("Tumour probability", timeout=WAIT_MS)
+    for elem in ("crop", "overlay"):
+        img = page.locator(f"#{elem} img").first
+        expect(img).to_be_visible(timeout=WAIT_MS)
+        assert img.get_attribute("src"), f"#{elem} <img> has no src"
+    expect(page.locator("#status")).not_to_contain_text("Could not analyse")
+
+
+def test_demo_in_browser(demo_url: str, slices: dict[str, Path], tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    page_errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(WAIT_MS)
+            page.on("pageerror", lambda err: page_errors.append(str(err)))
+            page.goto(demo_url, wait_until="domcontentloaded")
+
+            expect(page.locator("#notice")).to_contain_text("not a medical device", timeout=WAIT_MS)
+            expect(page.locator("#notice")).to_be_visible()
+
+            # 1. a phantom slice with a tumour: verdict, crop and mask overlay
+            upload(page, slices["good"])
+            predict_ok(page)
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(tmp_path / "demo_screenshot.png"), full_page=True)
+            shutil.copyfile(tmp_path / "demo_screenshot.png", SCREENSHOT)
+            assert SCREENSHOT.stat().st_size > 10_000
+
+            # 2. a .png holding text: one status line, the verdict cleared
+            upload(page, slices["bad"])
+            page.locator("#predict").click()
+            expect(page.locator("#status")).to_contain_text("Could not analyse", timeout=WAIT_MS)
+            expect(page.locator("#status")).to_contain_text(slices["bad"].name)
+            expect(page.locator("#verdict")).not_to_contain_text("Tumour probability")
+
+            # 3. the server still serves
+            upload(page, slices["good"])
+            predict_ok(page)
+        finally:
+            browser.close()
+    assert not page_errors, f"JavaScript errors in the page: {page_errors}"

@@ -1,0 +1,138 @@
+"""09_ensemble's bundle, lib.predictor and scripts/predict.py on the small phantom run of `tiny_bundle`."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from lib import phantom
+from lib.io import read_mask, write_png
+from lib.predictor import BundleError, Predictor
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_bundle: Path) -> Predictor:
+    return Predictor(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def slices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Good phantoms in several encodings, plus the bad files a real folder holds."""
+    folder = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(4)
+    tumour, clear = phantom.make_slice(rng, 1), phantom.make_slice(rng, 0)
+    paths = {"tumour": folder / "tumour.png", "clear": folder / "clear.jpg", "rgba": folder / "sub" / "rgba.png",
+             "grey16": folder / "grey16.tif", "text": folder / "notes.png", "empty": folder / "empty.jpg"}
+    write_png(paths["tumour"], tumour.image)
+    Image.fromarray(clear.image).convert("RGB").save(paths["clear"], quality=90)
+    paths["rgba"].parent.mkdir()
+    Image.fromarray(tumour.image).convert("RGBA").save(paths["rgba"])
+    grey = tumour.image if tumour.image.ndim == 2 else tumour.image.mean(axis=2)
+    Image.fromarray((grey.astype(np.uint16) * 257)).save(paths["grey16"])
+    paths["text"].write_text("this is not an image")
+    paths["empty"].write_bytes(b"")
+    return paths
+
+
+def test_ensemble_stage_reports_against_the_best_single_model(tiny_bundle: Path) -> None:
+    out = tiny_bundle.parent / "09"
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["members"] == ["cnn", "features"]  # metadata is a baseline, never a member
+    assert m["best_single"]["name"] in m["members"]
+    assert {"roc_auc", "roc_auc_ci", "pr_auc", "operating", "ece"} <= set(m["ensemble"])
+    low, high = m["auc_difference"]["ci"]
+    assert low <= m["auc_difference"]["difference"] <= high
+    oof = pd.read_csv(out / "oof.csv")
+    assert oof["id"].is_unique and len(oof) == m["images"]
+    assert "metadata (not a member)" in (out / "comparison.md").read_text()
+    assert "not a medical device" in (out / "report.html").read_text()
+
+
+def test_bundle_is_self_contained_with_a_model_card(tiny_bundle: Path) -> None:
+    settings = json.loads((tiny_bundle / "bundle.json").read_text())
+    assert settings["class_names"] == ["no_tumor", "tumor"]
+    assert 0 < settings["classifier"]["ensemble"]["threshold"] < 1
+    assert settings["preprocessing"]["size"] == 128 and settings["preprocessing"]["feature_columns"]
+    for name, member in settings["classifier"]["members"].items():
+        assert len(member["folds"]) == 3, name
+        for rel in member["folds"]:
+            assert (tiny_bundle / rel).is_file() and not Path(rel).is_absolute()
+    assert (tiny_bundle / settings["segmenter"]["path"]).is_file()
+    card = (tiny_bundle / "README.md").read_text()
+    for words in ("Not a medical device", "Intended use", "Known limits", "ROC AUC", "best single model"):
+        assert words in card
+    assert not list(tiny_bundle.parent.glob("bundle.partial")) and not list(tiny_bundle.parent.glob("bundle.old"))
+
+
+def test_predictor_gives_a_probability_and_a_mask_in_the_uploads_own_frame(predictor: Predictor,
+                                                                             slices: dict[str, Path]) -> None:
+    for name in ("tumour", "clear", "rgba", "grey16"):
+        result = predictor.predict_file(slices[name])
+        assert 0 <= result.prob <= 1 and result.label in ("tumor", "no_tumor"), name
+        assert result.label == ("tumor" if result.prob >= result.threshold else "no_tumor")
+        assert result.mask.shape == (128, 128) and result.mask.dtype == bool
+        with Image.open(slices[name]) as im:
+            assert result.source_mask().shape == (im.height, im.width)
+        assert set(result.members) == {"cnn", "features"}
+
+
+def test_predictor_is_deterministic(predictor: Predictor, slices: dict[str, Path]) -> None:
+    a, b = predictor.predict_file(slices["tumour"]), predictor.predict_file(slices["tumour"])
+    assert a.prob == b.prob and (a.mask == b.mask).all()
+
+
+def test_missing_bundle_fails_with_advice(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="make all"):
+        Predictor(tmp_path)
+    result = run_predict("--bundle", str(tmp_path), "--in", str(tmp_path), "--out", str(tmp_path / "p.csv"))
+    assert result.returncode != 0 and "make all" in result.stderr and "Traceback" not in result.stderr
+
+
+def run_predict(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "predict.py"), *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_predict_script_writes_a_row_per_file_and_resumes(tiny_bundle: Path, slices: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    folder, out, masks = slices["tumour"].parent, tmp_path / "predictions.csv", tmp_path / "masks"
+    first = run_predict("--bundle", str(tiny_bundle), "--in", str(folder), "--out", str(out), "--masks", str(masks))
+    assert first.returncode == 0, first.stderr[-2000:]
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table.columns) == ["file", "prob_tumor", "label_pred", "threshold", "mask_path", "error"]
+    assert len(table) == len(slices)
+    bad = table[table["file"].str.contains("notes|empty")]
+    assert len(bad) == 2 and bad["error"].str.contains("notes.png|empty.jpg").all()
+    good = table[table["error"] == ""]
+    assert len(good) == 4 and good["prob_tumor"].astype(float).between(0, 1).all()
+    for row in good.itertuples():
+        with Image.open(row.file) as im:
+            assert read_mask(row.mask_path).shape == (im.height, im.width)
+    assert (masks / "sub__rgba.png").is_file()  # subfolder files get unique mask names
+    stamp = Path(good["mask_path"].iloc[0]).stat().st_mtime_ns
+    again = run_predict("--bundle", str(tiny_bundle), "--in", str(folder), "--out", str(out), "--masks", str(masks))
+    assert again.returncode == 0 and "resuming: 4 of 6" in again.stdout
+    assert Path(good["mask_path"].iloc[0]).stat().st_mtime_ns == stamp
+    assert len(pd.read_csv(out)) == len(slices)
+
+
+def test_ensemble_stage_without_saved_models_stops_in_one_line(tiny_bundle: Path, tmp_path: Path) -> None:
+    classify = tiny_bundle.parent / "06"
+    broken = tiny_bundle.parent / "06_broken"  # beside 04, which 06 names as its input
+    shutil.rmtree(broken, ignore_errors=True)
+    shutil.copytree(classify, broken)
+    for path in (broken / "models" / "features").glob("repeat0_fold*/model.joblib"):
+        path.unlink()
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "09_ensemble.py"), "--in", str(broken),
+                             "--unet", "", "--out", str(tmp_path / "09"), "--bundle", str(tmp_path / "bundle")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "model.joblib not found" in result.stderr and "--force --models features" in result.stderr
+    assert not (tmp_path / "bundle").exists()

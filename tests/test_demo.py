@@ -1,0 +1,67 @@
+"""demo/app.py's handlers without a browser (tests/test_browser.py drives the real page)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from demo import app
+from lib import phantom
+from lib.io import read_image, write_png
+
+
+@pytest.fixture(scope="module")
+def demo(tiny_bundle: Path) -> app.Demo:
+    return app.load(tiny_bundle)  # with LiteMedSAM: tests/conftest.py built it before Keras started
+
+
+@pytest.fixture(scope="module")
+def tumour_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("demo") / "slice.png"
+    write_png(path, phantom.make_slice(np.random.default_rng(7), 1).image)
+    return path
+
+
+def test_analyse_shows_crop_verdict_mask_gradcam_and_time(demo: app.Demo, tumour_file: Path) -> None:
+    crop, verdict, overlay, heat, timing, status, state = demo.analyse(str(tumour_file))
+    assert status == ""
+    assert crop.shape == (128, 128) and overlay.shape == (128, 128, 3) and heat.shape == (128, 128, 3)
+    assert "Tumour probability: " in verdict and ("**tumour**" in verdict or "**no tumour**" in verdict)
+    assert "Processed in" in timing and "grad-cam" in timing
+    mask = state["mask"]
+    if mask.any():  # the mask is tinted on the crop, the rest is the crop in grey
+        assert not np.array_equal(overlay[mask], np.repeat(crop[mask][:, None], 3, axis=1))
+    assert np.array_equal(overlay[~mask & (overlay[..., 0] == overlay[..., 1])][:, 0],
+                          crop[~mask & (overlay[..., 0] == overlay[..., 1])])
+
+
+@pytest.mark.parametrize("content, words", [(b"", "empty file"), (b"hello, not an image", "not a readable image")])
+def test_bad_uploads_give_one_clear_line_and_no_outputs(demo: app.Demo, tmp_path: Path, content: bytes,
+                                                        words: str) -> None:
+    path = tmp_path / "upload.png"
+    path.write_bytes(content)
+    crop, verdict, overlay, heat, timing, status, state = demo.analyse(str(path))
+    assert status.startswith("**Could not analyse this file.**") and words in status and "upload.png" in status
+    assert "\n" not in status and "Traceback" not in status
+    assert crop is None and overlay is None and state is None
+
+
+def test_no_upload_and_refine_before_analyse_explain_what_to_do(demo: app.Demo) -> None:
+    assert "Upload an image first" in demo.analyse(None)[5]
+    assert "Analyse a slice first" in demo.refine(None)[1]
+
+
+def test_refine_with_sam_returns_a_mask_overlay(demo: app.Demo, tumour_file: Path) -> None:
+    state = demo.analyse(str(tumour_file))[-1]
+    state["mask"] = np.zeros_like(state["mask"])
+    state["mask"][50:70, 50:75] = True  # a U-Net-like mask: SAM outlines what is inside its box
+    overlay, status = demo.refine(state)
+    assert overlay.shape == (128, 128, 3) and "LiteMedSAM" in status
+
+
+def test_examples_are_phantom_slices_written_once(tmp_path: Path) -> None:
+    paths = app.make_examples(tmp_path, n=2)
+    assert len(paths) == 2 and all(read_image(p).pixels.ndim in (2, 3) for p in paths)
+    stamp = Path(paths[0]).stat().st_mtime_ns
+    app.make_examples(tmp_path, n=2)
+    assert Path(paths[0]).stat().st_mtime_ns == stamp

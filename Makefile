@@ -30,7 +30,7 @@ ENSEMBLE_ARGS ?=
 BUNDLE        ?= artifacts/bundle
 CHROMIUM      ?= /usr/bin/chromium
 
-.PHONY: all test venv bench demo browser clean-data help
+.PHONY: all test venv bench demo space browser clean-data help
 .DELETE_ON_ERROR:
 
 all: $(BUNDLE)/bundle.json
@@ -73,6 +73,9 @@ $(BUNDLE)/bundle.json: $(DATA)/06_classify_kfold/metrics.json $(DATA)/08_unet_tr
 demo: $(STAMP)
 	@test -f $(BUNDLE)/bundle.json || { echo "error: no bundle at $(BUNDLE); run 'make all' first"; exit 1; }
 	$(PY) demo/app.py --bundle $(BUNDLE)
+
+space: $(STAMP)
+	$(PY) demo/make_space.py --bundle $(BUNDLE) --out build/space
 
 # Debian's Chromium for the browser test (tests/test_browser.py), installed once; it skips without it.
 browser:

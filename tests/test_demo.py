@@ -65,3 +65,21 @@ def test_examples_are_phantom_slices_written_once(tmp_path: Path) -> None:
     stamp = Path(paths[0]).stat().st_mtime_ns
     app.make_examples(tmp_path, n=2)
     assert Path(paths[0]).stat().st_mtime_ns == stamp
+
+
+def test_space_layout_has_app_requirements_card_and_bundle(tiny_bundle: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from demo import make_space
+
+    space = make_space.build(tiny_bundle, tmp_path / "space")
+    card = (space / "README.md").read_text()
+    assert card.startswith("---\n") and "sdk: gradio" in card and "app_file: app.py" in card
+    requirements = (space / "requirements.txt").read_text().splitlines()
+    assert any(r.startswith("gradio==") for r in requirements) and all("==" in r for r in requirements)
+    assert not any(r.startswith(("pytest", "playwright", "kaggle")) for r in requirements)
+    assert (space / "bundle" / "bundle.json").is_file() and (space / "lib" / "predictor.py").is_file()
+    result = subprocess.run([sys.executable, "app.py", "--help"], cwd=space, capture_output=True, text=True,
+                            timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0 and "--share" in result.stdout, result.stderr[-1000:]

@@ -1,0 +1,99 @@
+"""Benchmark: warm per-image latency of a bundle's prediction (clean + classify + U-Net mask) on this machine.
+
+Loads the bundle once (lib.predictor.Predictor), warms it up, then predicts
+phantom slices (new ones, drawn with --seed, never the training files) one at
+a time, as the demo and scripts/predict.py do. Prints the median and 95th
+percentile per stage, and the same pipeline with Keras' `Model.predict` per
+call instead of the compiled `predict_on_batch` step, measured in the same
+run, as the baseline ratio. Writes bench/results/predict.json.
+Target: median <= 150 ms for classification + mask on 2 CPU cores.
+
+    python bench/bench_predict.py [--bundle artifacts/bundle] [--n 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lib import phantom, predictor  # noqa: E402
+
+TARGET_MS = 150.0
+
+
+def slices(n: int, seed: int) -> list[np.ndarray]:
+    """Half tumour, half clear phantom slices, as decoded pixels."""
+    rng = np.random.default_rng(seed)
+    return [phantom.make_slice(rng, i % 2).image for i in range(n)]
+
+
+def measure(model: predictor.Predictor, images: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per-stage milliseconds (median, p95) over `images`, one slice per call."""
+    per_stage: dict[str, list[float]] = {}
+    for image in images:
+        start = time.perf_counter()
+        result = model.predict(image, segment=True)
+        result.seconds["wall"] = time.perf_counter() - start
+        for stage, seconds in result.seconds.items():
+            per_stage.setdefault(stage, []).append(1000 * seconds)
+    return {s: {"median_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95))} for s, v in per_stage.items()}
+
+
+def with_model_predict(model: predictor.Predictor, images: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    """The same pipeline with `Model.predict(x)` per call: the straightforward Keras way, as baseline."""
+    fast = predictor._call
+    predictor._call = lambda m, x: np.asarray(m.predict(x, verbose=0))
+    try:
+        return measure(model, images)
+    finally:
+        predictor._call = fast
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", type=Path, default=ROOT / "artifacts" / "bundle")
+    p.add_argument("--n", type=int, default=40, help="slices timed per variant")
+    p.add_argument("--seed", type=int, default=99)
+    p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "predict.json")
+    args = p.parse_args()
+    try:
+        model = predictor.Predictor(args.bundle)
+    except predictor.BundleError as err:
+        raise SystemExit(f"error: {err}") from None
+    images = slices(args.n, args.seed)
+    model.predict(images[0])  # warm: first-call tracing is not what a user waits for on the next slice
+    fast = measure(model, images)
+    baseline = with_model_predict(model, images[: max(args.n // 4, 5)])
+    print_table(fast, baseline)
+    median = fast["wall"]["median_ms"]
+    result = {"bundle": str(args.bundle), "members": model.ensemble.members, "slices": args.n,
+              "predict_on_batch": fast, "model_predict_baseline": baseline,
+              "speedup_median": baseline["wall"]["median_ms"] / median, "target_ms": TARGET_MS,
+              "meets_target": median <= TARGET_MS, "machine": platform.machine(), "cpus": os.cpu_count()}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"warm median {median:.0f} ms per slice (target {TARGET_MS:.0f} ms: "
+          f"{'met' if median <= TARGET_MS else 'NOT met'}); {result['speedup_median']:.1f}x faster than Model.predict;"
+          f" {os.cpu_count()} CPUs; JSON: {args.json}")
+    return 0
+
+
+def print_table(fast: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]]) -> None:
+    print(f"{'stage':<12} {'median ms':>10} {'p95 ms':>8} {'Model.predict median ms':>24}")
+    for stage, values in fast.items():
+        base = baseline.get(stage, {}).get("median_ms", float("nan"))
+        print(f"{stage:<12} {values['median_ms']:>10.1f} {values['p95_ms']:>8.1f} {base:>24.1f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,14 +25,10 @@ import json
 import os
 import platform
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from demo import serve  # noqa: E402
 from lib import phantom  # noqa: E402
 from lib.io import write_png  # noqa: E402
 
@@ -72,11 +69,11 @@ def main() -> int:
             if args.url:
                 url = args.url
             else:
-                server, url = start_server(args.bundle, tmp, args.timeout)
+                server, url = serve.start(args.bundle, tmp, args.timeout)
             summary = run_load(url, slices, args.clients, args.requests, tmp / "downloads")
         finally:
             if server is not None:
-                stop_server(server)
+                serve.stop(server)
 
     print_table(summary, args)
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -98,54 +95,6 @@ def write_slices(folder: Path, n: int, seed: int) -> list[Path]:
         paths.append(path)
     return paths
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(bundle: Path, tmp: Path, timeout: float) -> tuple[subprocess.Popen, str]:
-    """demo/app.py on a free port; (process, URL) once the page answers, or SystemExit with its output."""
-    port = free_port()
-    log = tmp / "server.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp / "gradio"),
-           "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(ROOT / "demo" / "app.py"), "--bundle", str(bundle), "--port", str(port),
-           "--examples", str(tmp / "examples")]
-    url = f"http://127.0.0.1:{port}/"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    start = time.perf_counter()
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"error: demo/app.py exited with {proc.returncode}; its output ends:\n{_tail(log)}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    break
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.perf_counter() - start > timeout:
-            stop_server(proc)
-            raise SystemExit(f"error: demo/app.py did not answer on {url} within {timeout:.0f} s; "
-                             f"its output ends:\n{_tail(log)}")
-        time.sleep(0.5)
-    print(f"demo up on {url} after {time.perf_counter() - start:.1f} s")
-    return proc, url
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=15)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else ""
 
 
 def one_request(client, path: Path) -> dict:  # noqa: ANN001 - gradio_client.Client

@@ -38,8 +38,8 @@ def default_in(previous: str) -> Path:
     candidates = [KAGGLE_WORKING / previous]
     if KAGGLE_INPUT.is_dir():
         candidates += sorted(KAGGLE_INPUT.glob(f"*/{previous}")) + sorted(KAGGLE_INPUT.glob(f"*/*/{previous}"))
-    for candidate in candidates:
-        if (candidate / manifest.MANIFEST).is_file():
+    for candidate in candidates:  # a stage folder holds a manifest, or at least its metrics (06, 08)
+        if (candidate / manifest.MANIFEST).is_file() or (candidate / "metrics.json").is_file():
             return candidate
     return LOCAL_ROOT / previous
 

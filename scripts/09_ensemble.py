@@ -19,15 +19,17 @@ from lib import ensemble_stage, metrics, stage  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = stage.parser("09_ensemble", __doc__.splitlines()[0], previous="06_classify_kfold")
-    p.add_argument("--unet", type=Path, default=Path("data/08_unet_train"),
+    p.add_argument("--unet", type=Path, default=stage.default_in("08_unet_train"),
                    help="08_unet_train's folder: its model becomes the bundle's segmenter ('' for none)")
-    p.add_argument("--bundle", type=Path, default=None, help="write the self-contained bundle here")
+    p.add_argument("--bundle", type=Path, default=stage.default_out("09_ensemble") / "bundle",
+                   help="write the self-contained bundle here ('' for none)")
     p.add_argument("--members", default="",
                    help="comma-separated 06 models to combine (default: all that 06 ran, except metadata)")
     p.add_argument("--target-sensitivity", type=float, default=metrics.TARGET_SENSITIVITY,
                    help="the operating threshold finds this share of tumours")
     args = p.parse_args(argv)
     args.unet = args.unet if str(args.unet) not in ("", ".") else None
+    args.bundle = args.bundle if str(args.bundle) not in ("", ".") else None
     ensemble_stage.run(args)
     return 0
 

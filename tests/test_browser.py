@@ -13,14 +13,7 @@ skips without it. Never runs `playwright install`: no downloads.
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,53 +38,19 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    text = path.read_text(errors="replace") if path.is_file() else ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
 @pytest.fixture(scope="module")
 def demo_url(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`demo/app.py --bundle tiny_bundle` on a free port; its URL once it answers; stopped afterwards."""
-    tmp = tmp_path_factory.mktemp("demo_server")
-    port = free_port()
-    log = tmp / "server.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp / "gradio"),
-           "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(ROOT / "demo" / "app.py"), "--bundle", str(tiny_bundle), "--port", str(port),
-           "--examples", str(tmp / "examples")]
-    url = f"http://127.0.0.1:{port}/"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    from demo import serve
+
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"demo/app.py exited with {proc.returncode} before serving; its output ends:\n{_tail(log)}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"demo/app.py did not answer on {url} within {STARTUP_TIMEOUT:.0f} s; "
-                            f"its output ends:\n{_tail(log)}")
-            time.sleep(0.5)
+        proc, url = serve.start(tiny_bundle, tmp_path_factory.mktemp("demo_server"), STARTUP_TIMEOUT)
+    except serve.ServerError as err:
+        pytest.fail(str(err))
+    try:
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+        serve.stop(proc)
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,9 @@ from lib import metrics
 
 COMBINERS = ("best", "mean", "weighted", "stacking")  # in order of preference when they tie
 CALIBRATORS = ("platt", "isotonic")
+# Isotonic regression is a step function: it ties the scores within each step and so lowers the ROC AUC
+# (navoneel, nested: 0.943 against 0.958 with Platt). It is chosen only when it calibrates clearly better.
+ISOTONIC_MARGIN = 0.01  # lower cross-validated ECE needed, absolute
 NOT_DEPLOYED = ("metadata",)  # the file-metadata shortcut is a warning baseline, never an ensemble member
 STACKING_C = 1.0  # inverse L2 strength of the stacking logistic regression (few members, ~250 slices)
 EPS = 1e-6  # probabilities are clipped to [EPS, 1 - EPS] before a logit
@@ -164,9 +167,9 @@ def choose_combiner(prob: np.ndarray, y: np.ndarray, fold: np.ndarray) -> tuple[
 
 
 def choose_calibrator(raw: np.ndarray, y: np.ndarray, fold: np.ndarray) -> tuple[str, dict[str, float]]:
-    """The calibrator with the lowest cross-validated expected calibration error."""
+    """Platt, unless isotonic's cross-validated expected calibration error is lower by ISOTONIC_MARGIN."""
     errors = {k: metrics.expected_calibration_error(y, cv_calibrated(k, raw, y, fold)) for k in CALIBRATORS}
-    return min(CALIBRATORS, key=lambda k: errors[k]), errors
+    return ("isotonic" if errors["isotonic"] < errors["platt"] - ISOTONIC_MARGIN else "platt"), errors
 
 
 @dataclass

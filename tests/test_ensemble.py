@@ -52,7 +52,17 @@ def test_calibration_lowers_the_error_of_distorted_probabilities() -> None:
         after = metrics.expected_calibration_error(y, ensemble.cv_calibrated(kind, distorted, y, fold))
         assert after < before / 3, kind
     chosen, errors = ensemble.choose_calibrator(distorted, y, fold)
-    assert errors[chosen] == min(errors.values())
+    assert chosen == "platt" or errors["isotonic"] < errors["platt"] - ensemble.ISOTONIC_MARGIN
+
+
+def test_isotonic_is_chosen_only_where_platt_cannot_fit_the_shape() -> None:
+    rng = np.random.default_rng(2)
+    raw = rng.random(3000)
+    fold = np.arange(3000) % 5
+    platt_shape = (rng.random(3000) < ensemble.sigmoid(2 * ensemble.logit(raw) - 1)).astype(int)
+    assert ensemble.choose_calibrator(raw, platt_shape, fold)[0] == "platt"
+    cliff = (rng.random(3000) < np.where(raw < 0.7, 0.05, 0.95)).astype(int)  # a step Platt can only smooth
+    assert ensemble.choose_calibrator(raw, cliff, fold)[0] == "isotonic"
 
 
 def test_fitted_ensemble_survives_json_and_meets_its_sensitivity_target() -> None:

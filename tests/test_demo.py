@@ -83,3 +83,12 @@ def test_space_layout_has_app_requirements_card_and_bundle(tiny_bundle: Path, tm
     result = subprocess.run([sys.executable, "app.py", "--help"], cwd=space, capture_output=True, text=True,
                             timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0 and "--share" in result.stdout, result.stderr[-1000:]
+
+
+def test_a_huge_image_is_refused_before_it_is_decoded(demo: app.Demo, tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "huge.png"
+    Image.new("L", (8000, 6000)).save(path)  # 48 megapixels, a few kB on disk
+    status = demo.analyse(str(path))[5]
+    assert "Could not analyse" in status and "huge.png" in status and "MP" in status

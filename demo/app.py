@@ -48,14 +48,14 @@ def verdict_markdown(prediction: Prediction, target_sensitivity: float) -> str:
             f"{target_sensitivity:.0%} of tumours in cross-validation, so false alarms are expected).")
 
 
-def mask_overlay(prediction: Prediction) -> np.ndarray:
+def mask_overlay(clean: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """The cleaned crop in grey with the tumour mask tinted and outlined."""
-    rgb = np.repeat(prediction.prepared.clean[:, :, None], 3, axis=2)
-    if prediction.mask is None or not prediction.mask.any():
+    rgb = np.repeat(clean[:, :, None], 3, axis=2)
+    if mask is None or not mask.any():
         return rgb
     tinted = rgb.copy()
-    tinted[prediction.mask] = (0.55 * rgb[prediction.mask] + 0.45 * np.array(MASK_COLOUR)).astype(np.uint8)
-    return report.outline(tinted, prediction.mask, MASK_COLOUR, thickness=1)
+    tinted[mask] = (0.55 * rgb[mask] + 0.45 * np.array(MASK_COLOUR)).astype(np.uint8)
+    return report.outline(tinted, mask, MASK_COLOUR, thickness=1)
 
 
 def timing_markdown(seconds: dict[str, float]) -> str:
@@ -102,8 +102,9 @@ class Demo:
         heat = gradcam_image(self.predictor, prediction)
         prediction.seconds["grad-cam"] = time.perf_counter() - tic
         prediction.seconds["total"] = time.perf_counter() - start
-        state = {"clean": prediction.prepared, "mask": prediction.mask}
-        return (prediction.prepared.clean, verdict_markdown(prediction, self.target), mask_overlay(prediction),
+        state = {"prepared": prediction.prepared, "mask": prediction.mask}
+        return (prediction.prepared.clean, verdict_markdown(prediction, self.target),
+                mask_overlay(prediction.prepared.clean, prediction.mask),
                 heat, timing_markdown(prediction.seconds), "", state)
 
     def refine(self, state: dict[str, Any] | None) -> tuple[Any, str]:
@@ -115,9 +116,10 @@ class Demo:
         if not state["mask"].any():
             return None, "No tumour mask to refine: the U-Net found none on this slice."
         tic = time.perf_counter()
-        mask = self.predictor.refine_with_sam(state["clean"], state["mask"])
-        refined = Prediction(prob=0.0, label="", threshold=0.0, members={}, prepared=state["clean"], mask=mask)
-        return mask_overlay(refined), f"Refined with LiteMedSAM in {1000 * (time.perf_counter() - tic):.0f} ms."
+        prepared = state["prepared"]
+        mask = self.predictor.refine_with_sam(prepared, state["mask"])
+        seconds = time.perf_counter() - tic
+        return mask_overlay(prepared.clean, mask), f"Refined with LiteMedSAM in {1000 * seconds:.0f} ms."
 
 
 def _failure(message: str) -> tuple[Any, ...]:

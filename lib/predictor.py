@@ -27,7 +27,7 @@ from lib.ensemble import Ensemble
 from lib.io import read_image
 
 BUNDLE_FILE = "bundle.json"
-IMAGE_FAMILIES_KIND = "keras"
+KERAS_KIND = "keras"  # bundle member kind of the image models (cnn and keras.applications backbones)
 
 
 class BundleError(RuntimeError):
@@ -120,7 +120,7 @@ class Predictor:
         return path
 
     def _load_member(self, spec: dict[str, Any]) -> list[Any]:
-        if spec["kind"] == IMAGE_FAMILIES_KIND:
+        if spec["kind"] == KERAS_KIND:
             import keras
 
             return [keras.saving.load_model(self._path(p)) for p in spec["folds"]]
@@ -140,7 +140,7 @@ class Predictor:
     def warm_up(self) -> None:
         """One pass of every Keras model on zeros: the first real slice then costs what the others cost."""
         keras_models = [m for name in self.members for m in self.members[name]
-                        if self.settings["classifier"]["members"][name]["kind"] == IMAGE_FAMILIES_KIND]
+                        if self.settings["classifier"]["members"][name]["kind"] == KERAS_KIND]
         for model in keras_models + ([self.unet] if self.unet is not None else []):
             _call(model, np.zeros((1, *model.input_shape[1:]), np.float32))
 
@@ -173,7 +173,7 @@ class Predictor:
     def _member_prob(self, name: str, prepared: Prepared, seconds: dict[str, float]) -> float:
         tic = time.perf_counter()
         spec, models = self.settings["classifier"]["members"][name], self.members[name]
-        if spec["kind"] == IMAGE_FAMILIES_KIND:
+        if spec["kind"] == KERAS_KIND:
             probs = [_keras_prob(m, prepared.clean) for m in models]
         else:
             x = self._table_row(spec["kind"], prepared)
@@ -204,7 +204,7 @@ class Predictor:
     def image_models(self) -> list[Any]:
         """The fold models of the first image member (for Grad-CAM), or [] when the ensemble has none."""
         for name in self.ensemble.members:
-            if self.settings["classifier"]["members"][name]["kind"] == IMAGE_FAMILIES_KIND:
+            if self.settings["classifier"]["members"][name]["kind"] == KERAS_KIND:
                 return self.members[name]
         return []
 

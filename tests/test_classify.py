@@ -87,8 +87,13 @@ def test_fusion_averages_a_features_head_and_an_embeddings_head(tmp_path: Path) 
                 out_dir=tmp_path, seed=0, extra_x=x[:4])
     settings = {"family": "fusion", "feature_columns": data.x.shape[1]}
     fused = tabular.run_fold(fold, settings)
-    alone = [tabular.run_fold(tabular._columns(fold, part), {"family": family}) for family, part in
-             (("features", slice(0, data.x.shape[1])), ("medsam_embed", slice(data.x.shape[1], None)))]
+    alone = [tabular.run_fold(tabular._columns(fold, part, head), {"family": family}) for family, part, head in
+             (("features", slice(0, data.x.shape[1]), "features"),
+              ("medsam_embed", slice(data.x.shape[1], None), "embeddings"))]
     np.testing.assert_allclose(fused.test_prob, (alone[0].test_prob + alone[1].test_prob) / 2)
     assert fused.extra_prob.shape == (4,)
     assert {"features chosen", "embeddings chosen"} <= set(fused.history)
+    # each head's fitted classifier is saved in its own folder and predicts the same after loading
+    saved = tabular.load(tmp_path / "features")
+    np.testing.assert_allclose(saved.predict_proba(x[65:, :data.x.shape[1]])[:, 1], alone[0].test_prob)
+    assert (tmp_path / "embeddings" / tabular.MODEL_FILE).is_file()

@@ -131,7 +131,8 @@ def run_load(url: str, slices: list[Path], clients: int, requests: int, download
     except Exception as err:  # noqa: BLE001 - nothing to bench
         raise SystemExit(f"error: no Gradio app at {url} ({type(err).__name__}: {err})") from None
     warm = one_request(warm_client, slices[0])  # first call pays lazy set-up; not counted
-    print(f"warm-up request: {1000 * warm['latency_s']:.0f} ms" + (f" (error: {warm['error']})" if warm["error"] else ""))
+    error = f" (error: {warm['error']})" if warm["error"] else ""
+    print(f"warm-up request: {1000 * warm['latency_s']:.0f} ms{error}")
 
     results: list[list[dict]] = [[] for _ in range(clients)]
     connect_s = [0.0] * clients

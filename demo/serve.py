@@ -42,7 +42,8 @@ def start(bundle: Path, tmp: Path, timeout: float = 120.0) -> tuple[subprocess.P
     deadline = time.monotonic() + timeout
     while not _answers(url):
         if proc.poll() is not None:
-            raise ServerError(f"demo/app.py exited with {proc.returncode} before serving; its output ends:\n{tail(log)}")
+            raise ServerError(f"demo/app.py exited with {proc.returncode} before serving; "
+                              f"its output ends:\n{tail(log)}")
         if time.monotonic() > deadline:
             stop(proc)
             raise ServerError(f"demo/app.py did not answer on {url} within {timeout:.0f} s; "

@@ -159,6 +159,7 @@ def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
     """README.md of the bundle, in the spirit of model cards (Mitchell et al. 2019): what it is for and not for."""
     m = settings["metrics"]["ensemble"]
     op = m["operating"]
+    chosen = settings["classifier"]["ensemble"]
     single = settings["metrics"]["best_single"]
     seg = settings.get("segmenter") or {}
     seg_test = seg.get("test") or {}
@@ -170,12 +171,10 @@ def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
         "## What it does",
         f"- Input: one 2D brain MRI slice (JPEG/PNG/TIFF/BMP, grey or colour). It is cleaned and cropped to the head "
         f"({settings['preprocessing']['size']} px square) exactly as in training.",
-        f"- Classifier: an ensemble of {', '.join(settings['classifier']['ensemble']['members'])} "
-        f"(each the mean of its {data['folds']} fold models), combined by "
-        f"`{settings['classifier']['ensemble']['combiner']['kind']}`, calibrated by "
-        f"`{settings['classifier']['ensemble']['calibrator']['kind']}`.",
-        f"- Decision: `tumor` when the calibrated probability is >= {settings['classifier']['ensemble']['threshold']:.3f},"
-        f" chosen on out-of-fold predictions to find {settings['classifier']['ensemble']['target_sensitivity']:.0%}"
+        f"- Classifier: {_combination(chosen)}, each member the mean of its {data['folds']} fold models; "
+        f"calibrated by `{chosen['calibrator']['kind']}`.",
+        f"- Decision: `tumor` when the calibrated probability is >= {chosen['threshold']:.3f},"
+        f" chosen on out-of-fold predictions to find {chosen['target_sensitivity']:.0%}"
         " of tumours (a missed tumour costs more than a false alarm).",
         f"- Mask: {seg.get('architecture', 'none')} trained on {seg.get('masks', '-')} masks "
         f"({seg.get('image_size', '-')} px input)." if seg else "- Mask: none in this bundle.",
@@ -187,7 +186,9 @@ def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
         "- The default `make all` data set is synthetic (phantoms): a bundle built on it shows the pipeline working, "
         "not clinical performance.",
         "",
-        "## Metrics (out-of-fold, nested: every choice made without the fold it is scored on; 95 % bootstrap intervals)",
+        "## Metrics",
+        "Out-of-fold and nested: every choice made without the fold it is scored on; 95 % bootstrap intervals.",
+        "",
         "| model | ROC AUC | PR AUC | sensitivity | specificity | precision | F1 | ECE |",
         "|---|---|---|---|---|---|---|---|",
         _metric_row("ensemble (this bundle)", m),
@@ -200,7 +201,8 @@ def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
     ]
     if seg_test:
         lines += ["", f"Segmentation on 08's test part ({seg_test.get('images', '?')} slices): Dice mean "
-                  f"{seg_test.get('dice_mean', float('nan')):.3f}, median {seg_test.get('dice_median', float('nan')):.3f}, "
+                  f"{seg_test.get('dice_mean', float('nan')):.3f}, "
+                  f"median {seg_test.get('dice_median', float('nan')):.3f}, "
                   f"missed tumours {seg_test.get('missed', '?')}, masks on tumour-free slices "
                   f"{seg_test.get('false_positive_images', '?')}."]
     lines += [
@@ -218,6 +220,15 @@ def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
         f"Built {settings['created']} with {', '.join(f'{k} {v}' for k, v in settings['versions'].items())}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _combination(chosen: dict[str, Any]) -> str:
+    kind, members = chosen["combiner"]["kind"], chosen["members"]
+    if kind == "best":
+        best = members[chosen["combiner"]["weights"].index(1.0)]
+        return (f"`{best}` alone (of {', '.join(members)}: no combination beat the best single member "
+                "in cross-validation)")
+    return f"`{kind}` combination of {', '.join(members)}"
 
 
 def _metric_row(name: str, m: dict[str, Any]) -> str:

@@ -94,7 +94,8 @@ def run_fusion(fold: Fold, settings: dict[str, Any]) -> FoldResult:
         run_fold(_columns(fold, slice(split, None), "embeddings"), {**settings, "family": "medsam_embed"}),
     ]
     features, embeddings = parts
-    history = {f"{head} {k}": v for head, part in zip(("features", "embeddings"), parts) for k, v in part.history.items()}
+    history = {f"{head} {k}": v for head, part in zip(("features", "embeddings"), parts)
+               for k, v in part.history.items()}
     return FoldResult(val_prob=_average(features.val_prob, embeddings.val_prob),
                       test_prob=_average(features.test_prob, embeddings.test_prob), history=history,
                       extra_prob=_average(features.extra_prob, embeddings.extra_prob))

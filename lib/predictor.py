@@ -43,6 +43,7 @@ class Prepared:
     head: np.ndarray  # bool: 03's head mask
     enhanced: np.ndarray  # uint8: 03's output (the features' input)
     square_box: tuple[int, int, int, int]  # the clean frame in source pixels
+    embedding: np.ndarray | None = None  # LiteMedSAM's pooled embedding, computed once for all members
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Prediction:
     prob: float  # calibrated P(tumour)
     label: str  # class name at the bundle's threshold
     threshold: float
-    members: dict[str, float]  # each member's P(tumour) (mean over its fold models)
+    members: dict[str, float]  # P(tumour) of each member the ensemble weighs (mean over its fold models)
     prepared: Prepared
     mask: np.ndarray | None = None  # bool, clean frame; None when segmentation was not asked for
     seconds: dict[str, float] = field(default_factory=dict)
@@ -152,8 +153,8 @@ class Predictor:
         start = time.perf_counter()
         prepared = prepare(pixels, self.preprocessing)
         seconds["prepare"] = time.perf_counter() - start
-        members = {name: self._member_prob(name, prepared, seconds) for name in self.ensemble.members}
-        prob = float(self.ensemble.predict(np.array([[members[n] for n in self.ensemble.members]]))[0])
+        members = {name: self._member_prob(name, prepared, seconds) for name in self.weighed_members()}
+        prob = float(self.ensemble.predict(np.array([[members.get(n, 0.0) for n in self.ensemble.members]]))[0])
         mask = None
         if segment and self.unet is not None:
             tic = time.perf_counter()
@@ -162,6 +163,12 @@ class Predictor:
         seconds["total"] = time.perf_counter() - start
         return Prediction(prob=prob, label=self.decide(prob), threshold=self.ensemble.threshold, members=members,
                           prepared=prepared, mask=mask, seconds=seconds)
+
+    def weighed_members(self) -> list[str]:
+        """Members whose probability moves the ensemble's (a zero weight, e.g. after `best`, needs no run)."""
+        combiner = self.ensemble.combiner
+        weights = combiner.get("weights", combiner.get("coef"))
+        return [name for name, w in zip(self.ensemble.members, weights) if w != 0]
 
     def predict_file(self, path: Path | str, segment: bool = True) -> Prediction:
         """`predict` on an image file (lib.io.read_image: any common format; ImageReadError when unreadable)."""
@@ -186,7 +193,9 @@ class Predictor:
             return feature_vector(prepared, self.preprocessing)
         from lib import medsam
 
-        embedding = medsam.pooled_embeddings([prepared.clean])
+        if prepared.embedding is None:
+            prepared.embedding = medsam.pooled_embeddings([prepared.clean])
+        embedding = prepared.embedding
         if kind == "medsam":
             return embedding
         return np.hstack([feature_vector(prepared, self.preprocessing), embedding])

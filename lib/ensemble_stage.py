@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = evaluate(members, oof, args.in_dir)
     final = ensemble.fit(members.prob, members.y, members.fold, members.names, args.target_sensitivity)
     result["deployed"] = final.to_json()
-    result["plots"] = _plots(members, oof, out)
+    result["plots"] = _plots(members, oof, result["ensemble"]["operating"], out)
     write_json_atomic(out / "metrics.json", result)
     table = comparison(result)
     write_text_atomic(out / "comparison.md", report.markdown_table(table))
@@ -84,12 +84,12 @@ def _ci(values: Any) -> str:
     return f"[{values[0]:.3f}, {values[1]:.3f}]"
 
 
-def _plots(members: ensemble.Members, oof: pd.DataFrame, out: Path) -> list[str]:
+def _plots(members: ensemble.Members, oof: pd.DataFrame, operating: dict[str, Any], out: Path) -> list[str]:
+    """ROC/PR and confusion at the nested operating point; calibration before (plain mean) and after."""
     y, prob = oof["label"].to_numpy(int), oof["prob"].to_numpy(float)
-    operating = metrics.summary(y, prob, oof["threshold"].to_numpy(float), rounds=10)["operating"]
-    raw = ensemble.cv_combined("mean", members.prob, members.y, members.fold)
     paths = [plots.roc_pr(y, prob, operating, out / "roc_pr.png", "Ensemble (nested OOF)"),
-             plots.calibration(members.y, raw, out / "calibration_raw.png", "Mean of members, uncalibrated"),
+             plots.calibration(members.y, members.prob.mean(axis=1), out / "calibration_raw.png",
+                               "Mean of members, uncalibrated"),
              plots.calibration(y, prob, out / "calibration.png", "Ensemble, calibrated"),
              plots.confusion(operating["confusion"], out / "confusion.png", "Ensemble at its threshold")]
     return [p.name for p in paths]

@@ -7,6 +7,7 @@
 #   make all DATA=runs/kaggle DOWNLOAD_ARGS="--source kaggle"
 #   make all FORCE=--force                     # redo every item (after a code change)
 #   make demo                                  # serve artifacts/bundle on http://127.0.0.1:7860
+#   make selftrain                             # pseudo-labels round 2: 07 prompted by 08's U-Net, 08 again
 
 PYTHON ?= python3
 VENV   := .venv
@@ -30,7 +31,7 @@ ENSEMBLE_ARGS ?=
 BUNDLE        ?= artifacts/bundle
 CHROMIUM      ?= /usr/bin/chromium
 
-.PHONY: all test venv bench demo space browser clean-data help
+.PHONY: all selftrain test venv bench demo space browser clean-data help
 .DELETE_ON_ERROR:
 
 all: $(BUNDLE)/bundle.json
@@ -70,6 +71,16 @@ $(BUNDLE)/bundle.json: $(DATA)/06_classify_kfold/metrics.json $(DATA)/08_unet_tr
 	$(PY) scripts/09_ensemble.py --in $(DATA)/06_classify_kfold --unet $(DATA)/08_unet_train \
 		--out $(DATA)/09_ensemble --bundle $(BUNDLE) $(ENSEMBLE_ARGS)
 
+# Self-training, round 2 (optional): the round-1 U-Net draws the SAM prompt boxes, then 08 trains again.
+selftrain: $(DATA)/08_round2/metrics.json
+
+$(DATA)/07_round2/manifest.csv: $(DATA)/08_unet_train/metrics.json | $(STAMP)
+	$(PY) scripts/07_sam_label.py --in $(DATA)/04_cluster --out $(DATA)/07_round2 --prompt unet \
+		--unet $(DATA)/08_unet_train $(FORCE)
+
+$(DATA)/08_round2/metrics.json: $(DATA)/07_round2/manifest.csv | $(STAMP)
+	$(PY) scripts/08_unet_train.py --in $(DATA)/07_round2 --out $(DATA)/08_round2 $(UNET_ARGS)
+
 demo: $(STAMP)
 	@test -f $(BUNDLE)/bundle.json || { echo "error: no bundle at $(BUNDLE); run 'make all' first"; exit 1; }
 	$(PY) demo/app.py --bundle $(BUNDLE)
@@ -99,4 +110,4 @@ clean-data:
 	rm -rf $(DATA)
 
 help:
-	@sed -n '1,10p' Makefile
+	@sed -n '1,11p' Makefile

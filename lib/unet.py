@@ -58,6 +58,7 @@ pixel, (N, S, S, 1); `predict` resizes back to each slice's own size.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -446,14 +447,39 @@ def compile_model(model: keras.Model, learning_rate: float = LEARNING_RATE) -> N
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=dice_bce_loss, metrics=[dice_metric()])
 
 
-def callbacks(patience: int, out_dir: Path | None) -> list[keras.callbacks.Callback]:
-    """Early stopping on val_dice (best weights restored), LR halving on a val_loss plateau, CSV log."""
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after the epoch that ends past `minutes` of wall time.
+
+    Why: a Kaggle kernel or a lent GPU gives a fixed time, and a run killed at its limit keeps
+    nothing; stopped here, EarlyStopping still restores the best weights and the test part is scored.
+    """
+
+    def __init__(self, minutes: float) -> None:
+        super().__init__()
+        self.seconds = 60.0 * float(minutes)
+        self.start = 0.0
+        self.stopped_epoch: int | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if time.perf_counter() - self.start > self.seconds:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+
+def callbacks(patience: int, out_dir: Path | None, minutes: float | None = None) -> list[keras.callbacks.Callback]:
+    """Early stopping on val_dice (best weights restored), LR halving on a val_loss plateau, CSV log,
+    and a wall-time budget when `minutes` is given."""
     found = [keras.callbacks.EarlyStopping(monitor="val_dice", mode="max", patience=patience,
                                            restore_best_weights=True, start_from_epoch=WARMUP_EPOCHS),
              keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=min(LR_PATIENCE, patience),
                                                min_lr=MIN_LEARNING_RATE)]
     if out_dir is not None:
         found.append(keras.callbacks.CSVLogger(str(Path(out_dir) / "history.csv")))
+    if minutes is not None:
+        found.append(TimeBudget(minutes))
     return found
 
 
@@ -461,11 +487,13 @@ def train(train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
           val_images: Sequence[np.ndarray], val_masks: Sequence[np.ndarray], architecture: str = "unet",
           image_size: int = IMAGE_SIZE, epochs: int = EPOCHS, batch_size: int = BATCH_SIZE,
           patience: int = PATIENCE, out_dir: Path | None = None, seed: int = 0, verbose: str | int = "auto",
-          *, width: int = WIDTH, learning_rate: float = LEARNING_RATE) -> tuple[keras.Model, dict[str, list[float]]]:
+          *, width: int = WIDTH, learning_rate: float = LEARNING_RATE,
+          minutes: float | None = None) -> tuple[keras.Model, dict[str, list[float]]]:
     """Train `architecture` from scratch; (the model with its best-val_dice weights, the curves per epoch).
 
     Training batches are shuffled and augmented, validation batches are not. Early stopping
-    watches val_dice from epoch WARMUP_EPOCHS on (with fewer epochs, the last one is kept).
+    watches val_dice from epoch WARMUP_EPOCHS on (with fewer epochs, the last one is kept);
+    `minutes` caps the wall time (TimeBudget), best weights restored all the same.
     With out_dir: out_dir/model.keras (the returned model) and out_dir/history.csv.
     """
     if len(train_images) == 0 or len(val_images) == 0:
@@ -478,7 +506,7 @@ def train(train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
     train_seq = SliceSequence(train_images, train_masks, image_size, batch_size, shuffle=True, augment=True,
                               seed=seed)
     val_seq = SliceSequence(val_images, val_masks, image_size, batch_size)
-    fit = model.fit(train_seq, validation_data=val_seq, epochs=int(epochs), callbacks=callbacks(patience, out_dir),
+    fit = model.fit(train_seq, validation_data=val_seq, epochs=int(epochs), callbacks=callbacks(patience, out_dir, minutes),
                     verbose=verbose)
     if out_dir is not None:
         model.save(Path(out_dir) / "model.keras")

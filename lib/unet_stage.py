@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     model, history = unet.train(*data["train"], *data["val"], architecture=args.architecture,
                                 image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-                                patience=args.patience, out_dir=out, seed=args.seed)
+                                patience=args.patience, out_dir=out, seed=args.seed,
+                                width=args.width, minutes=args.time_budget)
     train_seconds = time.perf_counter() - start
     test = rows[rows["part"] == "test"]
     per_image = score_test(model, test, out)
@@ -117,12 +118,33 @@ def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple
     best = None if best < 0 else best
     return {
         "masks": args.masks, "architecture": args.architecture, "image_size": args.image_size,
+        "width": args.width, "time_budget_minutes": args.time_budget, "backend": _backend(),
         "split": {name: int((rows["part"] == name).sum()) for name in splits.PARTS},
         "trained_on": len(data["train"][0]), "validated_on": len(data["val"][0]),
         "epochs_run": len(history.get("loss", [])), "best_epoch": None if best is None else best + 1,
         "best_val_dice": None if best is None else round(float(history["val_dice"][best]), 4),
         "train_seconds": round(seconds, 1), "test": {k: _round(v) for k, v in scores.items()},
     }
+
+
+def _backend() -> str:
+    """Keras backend and its accelerator, e.g. "torch/cuda": timings compare only on the same one."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif backend == "jax":
+        import jax
+
+        device = jax.devices()[0].platform
+    else:
+        import tensorflow as tf
+
+        device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    return f"{backend}/{device}"
 
 
 def _round(value: Any) -> Any:

@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=128, help="network input side in pixels")
     p.add_argument("--epochs", type=int, default=40, help="upper limit; early stopping on validation Dice")
     p.add_argument("--patience", type=int, default=8, help="epochs without a better validation Dice before stopping")
+    p.add_argument("--width", type=int, default=16, help="filters of the first level (16: 144 k weights; 32: ~4x)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                   help="stop training after this many minutes (best weights kept); for Kaggle or lent GPUs")
     p.add_argument("--seed", type=int, default=0)
     unet_stage.run(p.parse_args(argv))
     return 0

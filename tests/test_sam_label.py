@@ -101,3 +101,29 @@ def test_an_engine_without_weights_stops_in_one_line(run: Path, tmp_path: Path) 
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode != 0 and last.startswith("error:") and str(missing) in last
     assert "Traceback" not in done.stderr and not (tmp_path / "07" / "masks").exists()
+
+
+def test_self_training_prompts_come_from_the_unets_largest_blob(labelled: Path, run: Path,  # noqa: F811
+                                                                 tmp_path: Path) -> None:
+    """Round 2: 08 trains on round-1 labels, then its mask's largest blob gives each slice's box."""
+    from lib import candidates, unet
+
+    stage("08_unet_train.py", "--in", str(labelled), "--out", str(tmp_path / "08"), "--masks", "pseudo",
+          "--image-size", "64", "--epochs", "10", "--patience", "10", "--batch-size", "4")
+    stage("07_sam_label.py", "--in", str(run / "04"), "--out", str(tmp_path / "07"), "--prompt", "unet",
+          "--unet", str(tmp_path / "08"))
+    df = manifest.read(tmp_path / "07")
+    tumour = df[(df["status"] == "ok") & (df["label"] == "tumor")]
+    assert (tumour["prompt_source"] == "unet").all()
+    model = unet.load(tmp_path / "08" / "model.keras")
+    images = [read_image(tmp_path / "07" / p).pixels for p in tumour["clean_image_path"]]
+    expected = [candidates.mask_box(pseudo_label.largest_component(m)) for m in unet.predict(model, images)]
+    assert any(box is not None for box in expected)  # the U-Net draws something after 10 epochs
+    for row, box in zip(tumour.to_dict("records"), expected):
+        assert row["prompt_box"] == candidates.box_text(box)
+        assert (row["sam_status"] == "no_prompt") == (box is None)
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "07_sam_label.py"), "--in", str(run / "04"),
+                           "--out", str(tmp_path / "x"), "--prompt", "unet", "--unet", str(tmp_path / "none")],
+                          capture_output=True, text=True)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode != 0 and last.startswith("error:") and "--unet" in last and "Traceback" not in done.stderr

@@ -87,6 +87,16 @@ def test_deeplabv3plus_trains_and_keeps_the_shape(ellipses: dict) -> None:
     assert [m.shape for m in unet.predict(model, [np.zeros((50, 80), np.uint8)])] == [(50, 80)]
 
 
+def test_a_time_budget_stops_training_after_the_epoch_that_exceeds_it(ellipses: dict) -> None:
+    images, masks = ellipses["train"]
+    model, history = unet.train(images[:8], masks[:8], *ellipses["val"], image_size=32, width=4, epochs=5,
+                                patience=5, minutes=0.0, verbose=0)
+    assert len(history["loss"]) == 1  # budget 0: the first epoch ends past it
+    _, longer = unet.train(images[:8], masks[:8], *ellipses["val"], image_size=32, width=4, epochs=2,
+                           patience=5, minutes=60, verbose=0)
+    assert len(longer["loss"]) == 2
+
+
 def test_build_rejects_unknown_architectures_and_odd_sizes() -> None:
     with pytest.raises(ValueError, match="architecture"):
         unet.build("segformer")

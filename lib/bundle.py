@@ -36,10 +36,13 @@ INTENDED_USE = ("Research and education only. Not a medical device: never use it
 PACKAGES = ("keras", "tensorflow", "torch", "numpy", "scikit-learn", "opencv-python-headless", "scikit-image")
 
 
+KERAS_KIND = "keras"  # member kind of the image models (cnn and keras.applications backbones)
+
+
 def member_kind(family: str) -> str:
     """How lib.predictor runs a family: keras image model, features table, LiteMedSAM embedding, or both."""
     if family in classify.IMAGE_FAMILIES:
-        return "keras"
+        return KERAS_KIND
     return {"features": "features", "medsam_embed": "medsam", "fusion": "fusion"}[family]
 
 
@@ -72,7 +75,7 @@ def _fold_files(model_dir: Path, family: str) -> list[Any]:
         if family == "fusion":
             found.append({head: fold / head / "model.joblib" for head in ("features", "embeddings")})
         else:
-            found.append(fold / ("model.keras" if member_kind(family) == "keras" else "model.joblib"))
+            found.append(fold / ("model.keras" if member_kind(family) == KERAS_KIND else "model.joblib"))
     missing = [p for f in found for p in (f.values() if isinstance(f, dict) else [f]) if not p.is_file()]
     if missing:
         raise ValueError(f"{missing[0]} not found (06 runs before models were saved); "

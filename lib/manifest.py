@@ -10,7 +10,9 @@ and still resolve; `rebase` rewrites them when a row moves to another folder.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -109,6 +111,14 @@ def resolve(stage_dir: str | os.PathLike, value: str) -> Path:
 def relative(stage_dir: str | os.PathLike, path: str | os.PathLike) -> str:
     """The `*_path` cell for `path` in the manifest of `stage_dir`."""
     return os.path.relpath(Path(path).resolve(), Path(stage_dir).resolve())
+
+
+def slice_path(row: Mapping[str, Any], images: str = "clean") -> str:
+    """The slice a model sees, relative to the row's folder: 02's clean slice (the default, and what
+    08 trains on) or, with images="enhanced" or before 03 ran, image_path (03's enhanced slice)."""
+    if images == "clean" and row.get("clean_image_path"):
+        return row["clean_image_path"]
+    return row["image_path"]
 
 
 def ok_rows(df: pd.DataFrame) -> pd.DataFrame:

@@ -374,14 +374,6 @@ def box_to_frame(box_xyxy: Sequence[float], original_shape: Sequence[int]) -> np
     return np.array([int(v * scale) for v in box_xyxy], dtype=np.float32)
 
 
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """Tight box (x0, y0, x1, y1), inclusive, of a non-empty mask: the 'true box' prompt."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        raise ValueError("empty mask has no box")
-    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
-
-
 def predict_box(
     embedding: np.ndarray | torch.Tensor, box_xyxy: Sequence[float], original_shape: Sequence[int]
 ) -> tuple[np.ndarray, float]:

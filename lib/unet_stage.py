@@ -11,7 +11,9 @@
    run never sees a true mask) drives early stopping on Dice.
 4. The test part is scored against TRUE masks: Dice, IoU, HD95 per slice,
    plus detection terms (a mask on a tumour-free slice is a false positive).
-Outputs: model.keras, history.csv, predictions/<id>.png for the test part,
+The network: lib.unet's Keras U-Net or DeepLabV3+ from scratch, or
+`litemedsam`, the pretrained LiteMedSAM fine-tuned (lib.medsam_tuning, PyTorch).
+Outputs: model.keras (litemedsam: model.pt), history.csv, predictions/<id>.png for the test part,
 per_image.csv, metrics.json, training curves, best/worst overlays, report.html.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,13 @@ from lib.io import read_image, read_mask, write_json_atomic, write_png
 from lib.stage import check_in_dir
 
 MASK_SOURCES = ("pseudo", "truth")
+TUNED = "litemedsam"  # the fine-tuned LiteMedSAM (lib.medsam_tuning, PyTorch)
+ARCHITECTURES = ("unet", "deeplabv3plus", TUNED)  # the first two: Keras, from scratch (lib.unet)
+
+
+def model_file(architecture: str) -> str:
+    """The file 08 saves its model in: model.pt for the fine-tuned LiteMedSAM (PyTorch), else model.keras."""
+    return "model.pt" if architecture == TUNED else "model.keras"
 OVERLAYS = 16  # best and worst test slices shown
 
 
@@ -47,16 +57,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not data["train"][0] or not data["val"][0]:
         raise SystemExit(f"error: {args.in_dir}: no usable training or validation slices for --masks {args.masks} "
                          f"(train {len(data['train'][0])}, validation {len(data['val'][0])})")
-    from lib import unet  # Keras loads only when there is something to train
-
     start = time.perf_counter()
-    model, history = unet.train(*data["train"], *data["val"], architecture=args.architecture,
-                                image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-                                patience=args.patience, out_dir=out, seed=args.seed,
-                                width=args.width, minutes=args.time_budget)
+    model, history, predict = fit(args, data, out)
     train_seconds = time.perf_counter() - start
     test = rows[rows["part"] == "test"]
-    per_image = score_test(model, test, out)
+    per_image = score_test(model, test, out, predict)
     per_image.to_csv(out / "per_image.csv", index=False)
     metrics = summarise(per_image, rows, data, args, history, train_seconds)
     write_json_atomic(out / "metrics.json", metrics)
@@ -86,13 +91,31 @@ def _target(row: dict[str, Any], out: Path, masks: str, shape: tuple[int, int]) 
     return read_mask(out / path) if path else None
 
 
-def score_test(model: Any, test: pd.DataFrame, out: Path) -> pd.DataFrame:
-    """Per test slice: Dice, IoU, HD95 against the true mask (rows without one are skipped)."""
-    from lib import unet
+def fit(args: argparse.Namespace, data: dict[str, tuple[list, list]],
+        out: Path) -> tuple[Any, dict[str, list[float]], Callable[[Any, list[np.ndarray]], list[np.ndarray]]]:
+    """Train the chosen network: (model, curves per epoch, its predict(model, images) -> bool masks)."""
+    common = {"epochs": args.epochs, "patience": args.patience, "out_dir": out, "seed": args.seed,
+              "minutes": args.time_budget}
+    if args.architecture == TUNED:
+        from lib import medsam_tuning  # PyTorch; built before anything imports Keras (see lib.medsam)
 
+        model, history = medsam_tuning.train(*data["train"], *data["val"],
+                                             batch_size=args.batch_size or medsam_tuning.BATCH_SIZE, **common)
+        return model, history, medsam_tuning.predict
+    from lib import unet  # Keras loads only when there is something to train
+
+    model, history = unet.train(*data["train"], *data["val"], architecture=args.architecture,
+                                image_size=args.image_size, batch_size=args.batch_size or unet.BATCH_SIZE,
+                                width=args.width, **common)
+    return model, history, unet.predict
+
+
+def score_test(model: Any, test: pd.DataFrame, out: Path,
+               predict: Callable[[Any, list[np.ndarray]], list[np.ndarray]]) -> pd.DataFrame:
+    """Per test slice: Dice, IoU, HD95 against the true mask (rows without one are skipped)."""
     records = [r for r in test.to_dict("records") if r.get("mask_path") or r["label"] == "no_tumor"]
     images = [read_image(out / manifest.slice_path(r)).pixels for r in records]
-    predictions = unet.predict(model, images)
+    predictions = predict(model, images)
     rows = []
     for record, image, pred in zip(records, images, predictions):
         truth = read_mask(out / record["mask_path"]) if record.get("mask_path") else np.zeros(image.shape[:2], bool)
@@ -107,14 +130,19 @@ def score_test(model: Any, test: pd.DataFrame, out: Path) -> pd.DataFrame:
 def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple[list, list]],
               args: argparse.Namespace, history: dict[str, list[float]], seconds: float) -> dict[str, Any]:
     scores = mask_metrics.summary(per_image) if len(per_image) else {}
-    from lib import unet
-
-    watched = history.get("val_dice", [])[unet.WARMUP_EPOCHS:]  # early stopping restores from here on
-    best = unet.WARMUP_EPOCHS + int(np.argmax(watched)) if watched else len(history.get("val_dice", [])) - 1
+    tuned = args.architecture == TUNED
+    if tuned:
+        from lib import medsam_tuning as engine
+    else:
+        from lib import unet as engine
+    watched = history.get("val_dice", [])[engine.WARMUP_EPOCHS:]  # early stopping restores from here on
+    best = engine.WARMUP_EPOCHS + int(np.argmax(watched)) if watched else len(history.get("val_dice", [])) - 1
     best = None if best < 0 else best
     return {
-        "masks": args.masks, "architecture": args.architecture, "image_size": args.image_size,
-        "width": args.width, "time_budget_minutes": args.time_budget, "backend": _backend(),
+        "masks": args.masks, "architecture": args.architecture,
+        "image_size": engine.FRAME if tuned else args.image_size, "width": None if tuned else args.width,
+        "time_budget_minutes": args.time_budget,
+        "backend": f"torch/{engine.device()}" if tuned else _backend(),
         "split": {name: int((rows["part"] == name).sum()) for name in splits.PARTS},
         "trained_on": len(data["train"][0]), "validated_on": len(data["val"][0]),
         "epochs_run": len(history.get("loss", [])), "best_epoch": None if best is None else best + 1,

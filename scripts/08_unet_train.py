@@ -1,8 +1,8 @@
-"""Stage 08: train a U-Net (or DeepLabV3+) on SAM pseudo-labels or true masks; test against true masks.
+"""Stage 08: train a U-Net, DeepLabV3+ or fine-tuned LiteMedSAM on SAM pseudo-labels or true masks; test vs true masks.
 
 Split by contiguous index ranges (70 % train, 10 % validation, 20 % test per
 block of consecutive indices), early stopping on validation Dice. Writes
-model.keras, history.csv, predictions/ (test part), per_image.csv (Dice, IoU,
+model.keras (litemedsam: model.pt), history.csv, predictions/ (test part), per_image.csv (Dice, IoU,
 HD95), metrics.json, training.png, overlays_best/worst.png and report.html.
 
     python scripts/08_unet_train.py --in data/07_sam_label --out data/08_unet_train [--masks pseudo|truth]
@@ -20,12 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     p = stage.parser("08_unet_train", __doc__.splitlines()[0], previous="07_sam_label")
     p.add_argument("--masks", default="pseudo", choices=unet_stage.MASK_SOURCES,
                    help="train on 07's SAM pseudo-labels or on the true masks")
-    p.add_argument("--architecture", default="unet", choices=["unet", "deeplabv3plus"])
-    p.add_argument("--image-size", type=int, default=128, help="network input side in pixels")
+    p.add_argument("--architecture", default="unet", choices=unet_stage.ARCHITECTURES,
+                   help="unet or deeplabv3plus (Keras, from scratch) or litemedsam (the pretrained medical SAM "
+                        "fine-tuned with the head's box as prompt; PyTorch, needs a GPU for real runs)")
+    p.add_argument("--image-size", type=int, default=128, help="network input side in pixels (litemedsam: 256)")
     p.add_argument("--epochs", type=int, default=40, help="upper limit; early stopping on validation Dice")
     p.add_argument("--patience", type=int, default=8, help="epochs without a better validation Dice before stopping")
     p.add_argument("--width", type=int, default=16, help="filters of the first level (16: 144 k weights; 32: ~4x)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None, help="default 16, litemedsam 8")
     p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                    help="stop training after this many minutes (best weights kept); for Kaggle or lent GPUs")
     p.add_argument("--seed", type=int, default=0)

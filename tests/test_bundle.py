@@ -136,3 +136,26 @@ def test_ensemble_stage_without_saved_models_stops_in_one_line(tiny_bundle: Path
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "model.joblib not found" in result.stderr and "--force --models features" in result.stderr
     assert not (tmp_path / "bundle").exists()
+
+
+def test_a_fine_tuned_litemedsam_segmenter_travels_in_the_bundle(tiny_bundle: Path, slices: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    """08 --architecture litemedsam saves model.pt: 09 exports it and the predictor segments with it."""
+    medsam_tuning = pytest.importorskip("lib.medsam_tuning", reason="needs PyTorch")
+    import torch
+
+    run, seg = tiny_bundle.parent, tmp_path / "08"
+    seg.mkdir()
+    metrics = json.loads((run / "08" / "metrics.json").read_text()) | {"architecture": "litemedsam"}
+    (seg / "metrics.json").write_text(json.dumps(metrics))
+    torch.save(medsam_tuning.build().state_dict(), seg / "model.pt")  # untrained: the file and code path are real
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "09_ensemble.py"), "--in", str(run / "06"),
+                    "--unet", str(seg), "--out", str(tmp_path / "09"), "--bundle", str(tmp_path / "bundle")],
+                   check=True, capture_output=True)
+    settings = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert settings["segmenter"]["path"] == "segmenter/model.pt"
+    assert settings["segmenter"]["architecture"] == "litemedsam"
+    result = Predictor(tmp_path / "bundle").predict_file(slices["tumour"])
+    assert result.mask.shape == (128, 128) and result.mask.dtype == bool
+    with Image.open(slices["tumour"]) as im:
+        assert result.source_mask().shape == (im.height, im.width)

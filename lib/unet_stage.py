@@ -36,12 +36,12 @@ from lib.stage import check_in_dir
 MASK_SOURCES = ("pseudo", "truth")
 TUNED = "litemedsam"  # the fine-tuned LiteMedSAM (lib.medsam_tuning, PyTorch)
 ARCHITECTURES = ("unet", "deeplabv3plus", TUNED)  # the first two: Keras, from scratch (lib.unet)
+OVERLAYS = 16  # best and worst test slices shown
 
 
 def model_file(architecture: str) -> str:
     """The file 08 saves its model in: model.pt for the fine-tuned LiteMedSAM (PyTorch), else model.keras."""
     return "model.pt" if architecture == TUNED else "model.keras"
-OVERLAYS = 16  # best and worst test slices shown
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

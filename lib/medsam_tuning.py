@@ -47,7 +47,7 @@ HEAD_LEVEL = 0.02  # frame pixels above this (after min-max) count as head for t
 LEARNING_RATE = 1e-4  # MedSAM's fine-tuning rate; 1e-3 destroys the pretrained features
 WEIGHT_DECAY = 0.01
 MIN_LR_FRACTION = 0.02  # the cosine schedule ends at this fraction of LEARNING_RATE
-BATCH_SIZE = 8  # ~12 GB of GPU memory with bf16 (fits a Kaggle T4 / P100)
+BATCH_SIZE = 8  # batch 16 took up to 23 GB on an H100 (bf16); 8 is meant for 16 GB Kaggle GPUs (not measured there)
 PREDICT_BATCH = 8
 WARMUP_EPOCHS = 3  # early stopping watches from here, as lib.unet.WARMUP_EPOCHS
 EPOCHS, PATIENCE = 40, 8  # as lib.unet
@@ -101,6 +101,11 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _bf16() -> bool:
+    """bfloat16 autocast only where the GPU has it (Ampere and later); Kaggle's T4 and P100 train in float32."""
+    return device() == "cuda" and torch.cuda.is_bf16_supported()
+
+
 def build() -> HeadPromptedSAM:
     """A fresh model from LiteMedSAM's packaged weights (ModelUnavailable when they are missing)."""
     return HeadPromptedSAM(medsam.network()).to(device())
@@ -143,7 +148,7 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 def _logits(model: HeadPromptedSAM, frames: np.ndarray, boxes: np.ndarray | None = None) -> torch.Tensor:
     """The model's logits for frames (N, 256, 256); boxes default to each frame's head box."""
     boxes = head_boxes(frames) if boxes is None else boxes
-    with torch.autocast(device(), dtype=torch.bfloat16, enabled=device() == "cuda"):
+    with torch.autocast(device(), dtype=torch.bfloat16, enabled=_bf16()):
         return model(_tensor(frames), torch.as_tensor(boxes).to(device())).float()
 
 

@@ -39,6 +39,12 @@ def test_frames_keep_the_aspect_ratio_and_masks_follow_their_slice() -> None:
     assert frame.shape == (256, 256) and frame.max() == pytest.approx(1.0) and frame[128:].max() == 0
 
 
+def _mean_dice(model: object, images: list, masks: list) -> float:
+    """Mean Dice of the model's masks (one pass, no flip averaging: half the CPU time)."""
+    probs = medsam_tuning.predict_proba(model, images, flip=False)
+    return float(np.mean([mask_metrics.score(p > 0.5, t)["dice"] for p, t in zip(probs, masks)]))
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     _available()
@@ -46,8 +52,7 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     slices = [phantom.make_slice(rng, 1) for _ in range(4)]  # RGB, odd sizes, one tumour each
     images, masks = [s.image for s in slices], [s.tumor_mask for s in slices]
     untrained = medsam_tuning.build().eval()
-    before = np.mean([mask_metrics.score(p, t)["dice"]
-                      for p, t in zip(medsam_tuning.predict(untrained, images), masks)])
+    before = _mean_dice(untrained, images, masks)
     out = tmp_path_factory.mktemp("tuned")
     model, history = medsam_tuning.train(images, masks, images[:2], masks[:2], epochs=4, batch_size=2, out_dir=out)
     return model, history, out, images, masks, before
@@ -55,7 +60,7 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple:
 
 def test_fine_tuning_learns_the_phantom_tumours(tuned: tuple) -> None:
     model, history, _, images, masks, before = tuned
-    after = np.mean([mask_metrics.score(p, t)["dice"] for p, t in zip(medsam_tuning.predict(model, images), masks)])
+    after = _mean_dice(model, images, masks)
     assert after > before + 0.1, (before, after)  # measured 0.12 -> 0.41 after 8 steps on the CPU
     assert len(history["val_dice"]) == 4 and history["loss"][-1] < history["loss"][0]
     assert history["learning_rate"][-1] < history["learning_rate"][0]  # cosine schedule

@@ -86,14 +86,10 @@ def tuned_segmenter(settings: dict[str, Any]) -> bool:
 
 
 def _segmenter_engine(settings: dict[str, Any]) -> Any:
-    """The module that loads and runs the bundle's segmenter: lib.medsam_tuning or lib.unet (same API)."""
-    if tuned_segmenter(settings):
-        from lib import medsam_tuning
+    """The module that loads and runs the bundle's segmenter (lib.unet_stage.engine)."""
+    from lib.unet_stage import engine
 
-        return medsam_tuning
-    from lib import unet
-
-    return unet
+    return engine(settings["segmenter"]["architecture"])
 
 
 def prepare(pixels: np.ndarray, settings: dict[str, Any]) -> Prepared:

@@ -122,11 +122,10 @@ def unet_boxes(model_path: Path, rows: list[dict[str, Any]], out: Path) -> dict[
     labels' Dice 0.785 against 0.671 with candidate boxes). No true mask is used. Slices that
     cannot be read get no box here; label_one reports their error.
     """
-    if model_path.suffix == ".pt":  # 08 --architecture litemedsam
-        from lib import medsam_tuning as engine
-    else:
-        from lib import unet as engine  # Keras only for this prompt
-    model = engine.load(model_path)
+    from lib.unet_stage import TUNED, engine, model_file
+
+    segmenter = engine(TUNED if model_path.name == model_file(TUNED) else "unet")
+    model = segmenter.load(model_path)
     readable = []
     for row in rows:
         try:
@@ -136,7 +135,7 @@ def unet_boxes(model_path: Path, rows: list[dict[str, Any]], out: Path) -> dict[
     found = {}
     for start in tqdm(range(0, len(readable), UNET_BATCH), desc="U-Net boxes", unit="batch", dynamic_ncols=True):
         chunk = readable[start:start + UNET_BATCH]
-        for (item_id, _), mask in zip(chunk, engine.predict(model, [image for _, image in chunk])):
+        for (item_id, _), mask in zip(chunk, segmenter.predict(model, [image for _, image in chunk])):
             found[item_id] = candidates.box_text(candidates.mask_box(pseudo_label.largest_component(mask)))
     return found
 

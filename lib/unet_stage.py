@@ -23,6 +23,7 @@ import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import cv2
@@ -42,6 +43,20 @@ OVERLAYS = 16  # best and worst test slices shown
 def model_file(architecture: str) -> str:
     """The file 08 saves its model in: model.pt for the fine-tuned LiteMedSAM (PyTorch), else model.keras."""
     return "model.pt" if architecture == TUNED else "model.keras"
+
+
+def engine(architecture: str) -> ModuleType:
+    """The module that loads and runs an 08 model: lib.medsam_tuning (PyTorch) or lib.unet (Keras).
+
+    Both offer load, predict, predict_proba and WARMUP_EPOCHS; imported here, on first use, so that
+    Keras is not loaded for a PyTorch model (and PyTorch is built first: see lib.medsam)."""
+    if architecture == TUNED:
+        from lib import medsam_tuning
+
+        return medsam_tuning
+    from lib import unet
+
+    return unet
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,19 +145,15 @@ def score_test(model: Any, test: pd.DataFrame, out: Path,
 def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple[list, list]],
               args: argparse.Namespace, history: dict[str, list[float]], seconds: float) -> dict[str, Any]:
     scores = mask_metrics.summary(per_image) if len(per_image) else {}
-    tuned = args.architecture == TUNED
-    if tuned:
-        from lib import medsam_tuning as engine
-    else:
-        from lib import unet as engine
-    watched = history.get("val_dice", [])[engine.WARMUP_EPOCHS:]  # early stopping restores from here on
-    best = engine.WARMUP_EPOCHS + int(np.argmax(watched)) if watched else len(history.get("val_dice", [])) - 1
+    tuned, warmup = args.architecture == TUNED, engine(args.architecture).WARMUP_EPOCHS
+    watched = history.get("val_dice", [])[warmup:]  # early stopping restores from here on
+    best = warmup + int(np.argmax(watched)) if watched else len(history.get("val_dice", [])) - 1
     best = None if best < 0 else best
     return {
         "masks": args.masks, "architecture": args.architecture,
-        "image_size": engine.FRAME if tuned else args.image_size, "width": None if tuned else args.width,
+        "image_size": engine(TUNED).FRAME if tuned else args.image_size, "width": None if tuned else args.width,
         "time_budget_minutes": args.time_budget,
-        "backend": f"torch/{engine.device()}" if tuned else _backend(),
+        "backend": f"torch/{engine(TUNED).device()}" if tuned else _backend(),
         "split": {name: int((rows["part"] == name).sum()) for name in splits.PARTS},
         "trained_on": len(data["train"][0]), "validated_on": len(data["val"][0]),
         "epochs_run": len(history.get("loss", [])), "best_epoch": None if best is None else best + 1,

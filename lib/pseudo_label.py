@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 from scipy import ndimage
+
+from lib.candidates import mask_box
 
 # Below MIN_QUALITY a pseudo-label is rejected. Figshare, 07 --prompt auto, 600 slices (Dice of the
 # labels kept): quality >= 0.3 keeps 512 at 0.620, >= 0.5 450 at 0.666, >= 0.7 329 at 0.732.
@@ -84,3 +87,22 @@ def label(masks: np.ndarray, scores: np.ndarray, box: Sequence[float], head: np.
     if quality < min_quality:
         return PseudoLabel(mask, score, quality, "rejected", f"quality {quality:.2f} < {min_quality}")
     return PseudoLabel(mask, score, quality, "accepted", f"quality {quality:.2f}")
+
+
+def refine(segmenter: Any, image: np.ndarray, mask: np.ndarray, head: np.ndarray | None = None,
+           min_quality: float = MIN_QUALITY) -> tuple[np.ndarray, PseudoLabel | None]:
+    """A trained network's mask redrawn by SAM, prompted with the box of the mask's largest blob.
+
+    Why: a network trained on a few hundred slices finds most tumours but draws their borders
+    loosely, while LiteMedSAM given a tight box draws them well (0.91 mean Dice with true boxes on
+    figshare). SAM's outline is kept only when it passes the same check as a pseudo-label (`label`);
+    otherwise the network's own mask stays. `segmenter` is any lib.segmenters engine.
+    Returns (the mask to use, SAM's pseudo-label or None when the network drew nothing).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    box = mask_box(largest_component(mask))
+    if box is None:
+        return mask, None
+    masks, scores = segmenter.predict(image, box=box)
+    result = label(masks, scores, box, head, min_quality)
+    return (result.mask if result.status == "accepted" else mask), result

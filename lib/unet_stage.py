@@ -29,8 +29,9 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from lib import manifest, mask_metrics, plots, report, splits
+from lib import manifest, mask_metrics, plots, pseudo_label, report, splits
 from lib.io import read_image, read_mask, write_json_atomic, write_png
 from lib.stage import check_in_dir
 
@@ -64,10 +65,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out
     df = check_in_dir(args.in_dir, out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = manifest.rebase(df, args.in_dir, out)
-    rows = rows[(rows["status"] == "ok") & rows["label"].isin(["tumor", "no_tumor"])].reset_index(drop=True)
-    part = splits.by_index_ranges(list(rows["id"]), list(rows.get("dup_group", rows["id"])))
-    rows["part"] = rows["id"].map(part)
+    rows = with_parts(manifest.rebase(df, args.in_dir, out))
+    sam = _refiner(args.refine)  # before fit: PyTorch must be built before TensorFlow starts
     data = {name: training_pairs(rows[rows["part"] == name], out, args.masks) for name in ("train", "val")}
     if not data["train"][0] or not data["val"][0]:
         raise SystemExit(f"error: {args.in_dir}: no usable training or validation slices for --masks {args.masks} "
@@ -76,13 +75,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, history, predict = fit(args, data, out)
     train_seconds = time.perf_counter() - start
     test = rows[rows["part"] == "test"]
-    per_image = score_test(model, test, out, predict)
+    per_image = score_test(model, test, out, predict, sam)
     per_image.to_csv(out / "per_image.csv", index=False)
     metrics = summarise(per_image, rows, data, args, history, train_seconds)
     write_json_atomic(out / "metrics.json", metrics)
     write_report(out, per_image, metrics, history)
     _print_summary(out, metrics)
     return metrics
+
+
+def with_parts(rows: pd.DataFrame) -> pd.DataFrame:
+    """The usable slices (read, labelled), each with its part: train, val or test by contiguous index ranges."""
+    rows = rows[(rows["status"] == "ok") & rows["label"].isin(["tumor", "no_tumor"])].reset_index(drop=True)
+    part = splits.by_index_ranges(list(rows["id"]), list(rows.get("dup_group", rows["id"])))
+    return rows.assign(part=rows["id"].map(part))
 
 
 def training_pairs(rows: pd.DataFrame, out: Path, masks: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -125,21 +131,48 @@ def fit(args: argparse.Namespace, data: dict[str, tuple[list, list]],
     return model, history, unet.predict
 
 
+def _refiner(refine: str | None) -> Any:
+    """LiteMedSAM for `--refine sam` (lib.pseudo_label.refine), else None; one line when it is missing."""
+    if refine != "sam":
+        return None
+    from lib import segmenters
+
+    try:
+        return segmenters.load("litemedsam")
+    except segmenters.SegmenterUnavailable as err:
+        raise SystemExit(f"error: --refine sam: {err}") from None
+
+
 def score_test(model: Any, test: pd.DataFrame, out: Path,
-               predict: Callable[[Any, list[np.ndarray]], list[np.ndarray]]) -> pd.DataFrame:
-    """Per test slice: Dice, IoU, HD95 against the true mask (rows without one are skipped)."""
+               predict: Callable[[Any, list[np.ndarray]], list[np.ndarray]], sam: Any = None) -> pd.DataFrame:
+    """Per test slice: Dice, IoU, HD95 against the true mask (rows without one are skipped).
+
+    With `sam` (a lib.segmenters engine) each mask is refined by lib.pseudo_label.refine; the
+    scores are then the refined mask's, and dice_unrefined / refine_status say what SAM changed."""
     records = [r for r in test.to_dict("records") if r.get("mask_path") or r["label"] == "no_tumor"]
     images = [read_image(out / manifest.slice_path(r)).pixels for r in records]
     predictions = predict(model, images)
     rows = []
-    for record, image, pred in zip(records, images, predictions):
+    for record, image, pred in zip(tqdm(records, desc="08 test", unit="img", disable=sam is None), images, predictions):
         truth = read_mask(out / record["mask_path"]) if record.get("mask_path") else np.zeros(image.shape[:2], bool)
+        extra = {}
+        if sam is not None:
+            refined, status = _refine(sam, image, pred, record, out)
+            extra = {"dice_unrefined": round(mask_metrics.dice(pred, truth), 4), "refine_status": status}
+            pred = refined
         path = out / "predictions" / f"{record['id']}.png"
         write_png(path, pred.astype(np.uint8) * 255)
         rows.append({"id": record["id"], "label": record["label"], "pred_mask_path": f"predictions/{record['id']}.png",
                      "image_path": manifest.slice_path(record), "mask_path": record.get("mask_path", ""),
-                     **mask_metrics.score(pred, truth)})
+                     **mask_metrics.score(pred, truth), **extra})
     return pd.DataFrame(rows)
+
+
+def _refine(sam: Any, image: np.ndarray, pred: np.ndarray, record: dict[str, Any], out: Path) -> tuple[np.ndarray, str]:
+    """SAM's refinement of one predicted mask: (the mask to score, SAM's verdict)."""
+    head = read_mask(out / record["head_mask_path"]) if record.get("head_mask_path") else None
+    mask, result = pseudo_label.refine(sam, image, pred, head)
+    return mask, result.status if result else "nothing to refine"
 
 
 def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple[list, list]],
@@ -153,17 +186,31 @@ def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple
         "masks": args.masks, "architecture": args.architecture,
         "image_size": engine(TUNED).FRAME if tuned else args.image_size, "width": None if tuned else args.width,
         "time_budget_minutes": args.time_budget,
-        "backend": f"torch/{engine(TUNED).device()}" if tuned else _backend(),
+        "backend": _backend(args.architecture),
         "split": {name: int((rows["part"] == name).sum()) for name in splits.PARTS},
         "trained_on": len(data["train"][0]), "validated_on": len(data["val"][0]),
         "epochs_run": len(history.get("loss", [])), "best_epoch": None if best is None else best + 1,
         "best_val_dice": None if best is None else round(float(history["val_dice"][best]), 4),
         "train_seconds": round(seconds, 1), "test": {k: _round(v) for k, v in scores.items()},
+        **_refine_summary(per_image),
     }
 
 
-def _backend() -> str:
-    """Keras backend and its accelerator, e.g. "torch/cuda": timings compare only on the same one."""
+def _refine_summary(per_image: pd.DataFrame) -> dict[str, Any]:
+    """With --refine sam: the test Dice before refinement and how often SAM's outline was kept."""
+    if "refine_status" not in per_image:
+        return {}
+    tumour = per_image[per_image["true_pixels"] > 0]
+    return {"refine": "sam", "dice_mean_unrefined": _round(float(tumour["dice_unrefined"].mean())),
+            "refine_status": {str(k): int(v) for k, v in per_image["refine_status"].value_counts().items()}}
+
+
+def _backend(architecture: str) -> str:
+    """Framework and accelerator, e.g. "torch/cuda": timings compare only on the same one."""
+    if architecture == TUNED:
+        from lib import medsam
+
+        return f"torch/{medsam.default_device()}"
     import keras
 
     backend = keras.backend.backend()
@@ -227,4 +274,6 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
         print(f"  test vs true masks: Dice mean {t['dice_mean']}, median {t['dice_median']}, IoU {t['iou_mean']}, "
               f"HD95 median {t['hd95_median']} px; missed {t['missed']}/{t['tumour_images']}, "
               f"false positives {t['false_positive_images']}/{t['tumour_free_images']}")
+    if "refine" in m:
+        print(f"  refined by SAM: Dice mean {m['dice_mean_unrefined']} before; SAM's outline {m['refine_status']}")
     print(f"  report: {out / 'report.html'}")

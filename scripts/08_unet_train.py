@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="default 16, litemedsam 8")
     p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                    help="stop training after this many minutes (best weights kept); for Kaggle or lent GPUs")
+    p.add_argument("--refine", default=None, choices=["sam"],
+                   help="test masks redrawn by LiteMedSAM in the box of each predicted mask, kept when they pass "
+                        "07's quality check (scored both ways)")
     p.add_argument("--seed", type=int, default=0)
     unet_stage.run(p.parse_args(argv))
     return 0

@@ -46,6 +46,33 @@ def test_a_good_mask_is_accepted_and_a_sliver_rejected() -> None:
     assert empty.status == "rejected" and "px" in empty.reason
 
 
+class ScriptedSAM:
+    """A stand-in segmenter that answers every prompt with one fixed mask, and remembers the boxes."""
+
+    def __init__(self, mask: np.ndarray, score: float = 0.9) -> None:
+        self.mask, self.score, self.boxes = mask, score, []
+
+    def predict(self, image: np.ndarray, box=None, points=None) -> tuple[np.ndarray, np.ndarray]:
+        self.boxes.append(box)
+        return self.mask[None], np.array([self.score])
+
+
+def test_refine_keeps_sams_outline_only_when_it_passes_the_label_check() -> None:
+    image = np.zeros((64, 64), np.uint8)
+    loose = disc(radius=13) | disc(centre=(5, 5), radius=2)  # the network's mask: too wide, plus a speck
+    good = ScriptedSAM(disc(radius=12))
+    mask, result = pseudo_label.refine(good, image, loose)
+    assert result.status == "accepted" and np.array_equal(mask, disc(radius=12))
+    assert good.boxes == [(19, 19, 46, 46)]  # the box of the largest blob, not of the speck too
+    sliver = np.zeros((64, 64), bool)
+    sliver[20:45, 30:32] = True
+    mask, result = pseudo_label.refine(ScriptedSAM(sliver), image, loose)
+    assert result.status == "rejected" and np.array_equal(mask, loose)  # the network's own mask stays
+    silent = ScriptedSAM(disc())
+    mask, result = pseudo_label.refine(silent, image, np.zeros((64, 64), bool))
+    assert result is None and not mask.any() and silent.boxes == []
+
+
 @pytest.fixture(scope="module")
 def labelled(run: Path) -> Path:  # noqa: F811
     stage("07_sam_label.py", "--in", str(run / "04"), "--out", str(run / "07"), "--prompt", "truth")

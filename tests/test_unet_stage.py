@@ -15,7 +15,8 @@ QUICK = ("--image-size", "64", "--epochs", "3", "--batch-size", "4")
 
 
 def test_truth_masks_train_and_the_test_part_is_scored(run: Path, tmp_path: Path) -> None:  # noqa: F811
-    stage("08_unet_train.py", "--in", str(run / "04"), "--out", str(tmp_path / "08"), "--masks", "truth", *QUICK)
+    stage("08_unet_train.py", "--in", str(run / "04"), "--out", str(tmp_path / "08"), "--masks", "truth", *QUICK,
+          "--refine", "sam")
     out = tmp_path / "08"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == 3 and metrics["masks"] == "truth"
@@ -26,6 +27,11 @@ def test_truth_masks_train_and_the_test_part_is_scored(run: Path, tmp_path: Path
         assert read_mask(out / row.pred_mask_path).shape == (256, 256)  # the slice's size, not the network's 64
     assert (out / "model.keras").is_file() and (out / "history.csv").is_file()
     assert (out / "training.png").is_file() and "not a medical device" in (out / "report.html").read_text()
+    # --refine sam: every test slice has SAM's verdict; where SAM's outline was not kept, the score is unchanged
+    assert metrics["refine"] == "sam" and sum(metrics["refine_status"].values()) == len(per_image)
+    kept = per_image["refine_status"] == "accepted"
+    assert (per_image.loc[~kept, "dice"].round(4) == per_image.loc[~kept, "dice_unrefined"]).all()
+    assert (per_image.loc[per_image["pred_pixels"] == 0, "refine_status"] == "nothing to refine").all()
 
 
 def test_pseudo_labels_train_without_seeing_a_true_mask(labelled: Path, tmp_path: Path) -> None:  # noqa: F811

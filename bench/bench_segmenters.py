@@ -1,0 +1,110 @@
+"""Benchmark: 08 segmenters on the test part against true masks: each alone, their mean, and SAM-refined.
+
+For the 08 folders given (each holding model.keras or model.pt and metrics.json),
+every test slice of the index-range split (the same part 08 scores) is predicted
+by each model; their probability maps are also averaged (a seed or architecture
+ensemble, threshold 0.5). With --refine, each of those masks is also redrawn by
+LiteMedSAM in the box of its largest blob and kept when it passes 07's quality
+check (lib.pseudo_label.refine, what 08 --refine sam does); the slice is encoded
+once for all of them. Prints Dice mean, median, IoU, HD95 median and misses per
+variant; writes bench/results/segmenters.json.
+
+    python bench/bench_segmenters.py --in runs/figshare/07_sam_label --models runs/gpu/truth_s0 runs/gpu/truth_s1 --refine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lib import manifest, mask_metrics, pseudo_label, segmenters, unet_stage  # noqa: E402
+from lib.io import read_image, read_mask  # noqa: E402
+
+ENSEMBLE = "mean"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--in", dest="in_dir", type=Path, required=True, help="the folder 08 read (07's, or 04's for truth)")
+    p.add_argument("--models", type=Path, nargs="+", required=True, help="08 output folders")
+    p.add_argument("--refine", action="store_true", help="also score every variant refined by LiteMedSAM")
+    p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "segmenters.json")
+    args = p.parse_args()
+    sam = segmenters.load("litemedsam") if args.refine else None  # PyTorch before any Keras model
+    test = test_slices(args.in_dir)
+    if not test:
+        print(f"error: no test slices with true masks in {args.in_dir}", file=sys.stderr)
+        return 2
+    images = [image for image, _, _ in test]
+    maps, seconds = {}, {}
+    for folder in args.models:
+        tic = time.perf_counter()
+        maps[folder.name] = probability_maps(folder, images)
+        seconds[folder.name] = round((time.perf_counter() - tic) / len(images), 4)
+    if len(maps) > 1:
+        maps[ENSEMBLE] = [np.mean(per_model, axis=0) for per_model in zip(*maps.values())]
+    masks = {name: [m > 0.5 for m in per_slice] for name, per_slice in maps.items()}
+    if sam is not None:
+        masks |= refined(sam, test, masks)
+    table = {name: mask_metrics.summary(pd.DataFrame([mask_metrics.score(m, truth) for m, (_, truth, _) in
+                                                      zip(per_slice, test)])) for name, per_slice in masks.items()}
+    print_table(table, len(test))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"machine": platform.platform(), "in": str(args.in_dir), "test_slices": len(test),
+                                     "seconds_per_slice": seconds, "variants": table}, indent=2, default=float))
+    print(f"wrote {args.json}")
+    return 0
+
+
+def test_slices(in_dir: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(slice, true mask, head mask) for every test-part slice with a true mask or a no-tumour label."""
+    rows = unet_stage.with_parts(manifest.read(in_dir))
+    out = []
+    for row in rows[rows["part"] == "test"].to_dict("records"):
+        if not (row.get("mask_path") or row["label"] == "no_tumor"):
+            continue
+        image = read_image(in_dir / manifest.slice_path(row)).pixels
+        truth = read_mask(in_dir / row["mask_path"]) if row.get("mask_path") else np.zeros(image.shape[:2], bool)
+        head = read_mask(in_dir / row["head_mask_path"]) if row.get("head_mask_path") else None
+        out.append((image, truth, head))
+    return out
+
+
+def probability_maps(folder: Path, images: list[np.ndarray]) -> list[np.ndarray]:
+    """The 08 model's P(tumour) maps at each slice's size (flip-averaged for LiteMedSAM, as 08 scores it)."""
+    architecture = json.loads((folder / "metrics.json").read_text())["architecture"]
+    engine = unet_stage.engine(architecture)
+    model = engine.load(folder / unet_stage.model_file(architecture))
+    return engine.predict_proba(model, images)
+
+
+def refined(sam: segmenters.Segmenter, test: list, masks: dict[str, list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
+    """Every variant's masks refined by SAM; slice by slice so that each is encoded once."""
+    out: dict[str, list[np.ndarray]] = {f"{name}+sam": [] for name in masks}
+    for i, (image, _, head) in enumerate(tqdm(test, desc="SAM refinement", unit="img")):
+        for name, per_slice in masks.items():
+            out[f"{name}+sam"].append(pseudo_label.refine(sam, image, per_slice[i], head)[0])
+    return out
+
+
+def print_table(table: dict[str, dict[str, float]], n: int) -> None:
+    print(f"08 segmenters on the test part ({n} slices) against true masks")
+    print(f"{'variant':<40} {'Dice mean':>9} {'median':>7} {'IoU':>6} {'HD95 med':>8} {'missed':>7}")
+    for name, s in table.items():
+        print(f"{name:<40} {s['dice_mean']:>9.3f} {s['dice_median']:>7.3f} {s['iou_mean']:>6.3f} "
+              f"{s['hd95_median']:>8.1f} {s['missed']:>3}/{s['tumour_images']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

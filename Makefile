@@ -95,7 +95,7 @@ browser:
 		|| echo "note: could not install Debian's chromium (needs root and apt); the browser test will skip"
 
 test: $(STAMP) browser
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 bench: $(STAMP)
 	$(PY) bench/bench_clean.py

@@ -16,7 +16,6 @@ import hashlib
 import os
 from collections.abc import Sequence
 
-import imagehash
 import numpy as np
 from PIL import Image
 
@@ -38,6 +37,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def phash(grey: np.ndarray) -> str:
     """64-bit perceptual hash of a uint8 grey image, as 16 hex digits."""
+    import imagehash  # on first use: stages that only hash files (07, 08) run where it is not installed
+
     return str(imagehash.phash(Image.fromarray(grey)))
 
 

@@ -54,7 +54,7 @@ BATCH_SIZE = 8  # batch 16 took up to 23 GB on an H100 (bf16); 8 is meant for 16
 PREDICT_BATCH = 8
 WARMUP_EPOCHS = 3  # early stopping watches from here, as lib.unet.WARMUP_EPOCHS
 EPOCHS, PATIENCE = 40, 8  # as lib.unet
-FLIP_AVERAGE = True  # mean of the slice's and its mirror's maps: +0.03 mean Dice on figshare (0.728 -> 0.761)
+FLIP_AVERAGE = True  # mean of the slice's and its mirror's maps: +0.03 mean Dice on figshare (0.728 -> 0.761, earlier recipe)
 
 
 # --- slices in the encoder's frame -----------------------------------------------

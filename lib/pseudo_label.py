@@ -93,10 +93,12 @@ def refine(segmenter: Any, image: np.ndarray, mask: np.ndarray, head: np.ndarray
            min_quality: float = MIN_QUALITY) -> tuple[np.ndarray, PseudoLabel | None]:
     """A trained network's mask redrawn by SAM, prompted with the box of the mask's largest blob.
 
-    Why: a network trained on a few hundred slices finds most tumours but draws their borders
-    loosely, while LiteMedSAM given a tight box draws them well (0.91 mean Dice with true boxes on
-    figshare). SAM's outline is kept only when it passes the same check as a pseudo-label (`label`);
-    otherwise the network's own mask stays. `segmenter` is any lib.segmenters engine.
+    Why: a network trained from scratch on a few hundred slices finds most tumours but draws their
+    borders loosely, while LiteMedSAM given a tight box draws them well (0.91 mean Dice with true
+    boxes on figshare). SAM's outline is kept only when it passes the same check as a pseudo-label
+    (`label`); otherwise the network's own mask stays. `segmenter` is any lib.segmenters engine.
+    Measured on figshare's test part: Keras U-Net 0.658 -> 0.693; the fine-tuned LiteMedSAM
+    (08 litemedsam), whose borders are already SAM's, -0.02 to +0.006.
     Returns (the mask to use, SAM's pseudo-label or None when the network drew nothing).
     """
     mask = np.asarray(mask, dtype=bool)

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lib import manifest
@@ -30,7 +31,7 @@ def test_truth_masks_train_and_the_test_part_is_scored(run: Path, tmp_path: Path
     # --refine sam: every test slice has SAM's verdict; where SAM's outline was not kept, the score is unchanged
     assert metrics["refine"] == "sam" and sum(metrics["refine_status"].values()) == len(per_image)
     kept = per_image["refine_status"] == "accepted"
-    assert (per_image.loc[~kept, "dice"].round(4) == per_image.loc[~kept, "dice_unrefined"]).all()
+    assert np.allclose(per_image.loc[~kept, "dice"], per_image.loc[~kept, "dice_unrefined"], atol=1e-4)
     assert (per_image.loc[per_image["pred_pixels"] == 0, "refine_status"] == "nothing to refine").all()
 
 

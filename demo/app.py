@@ -74,8 +74,8 @@ def gradcam_image(predictor: Predictor, prediction: Prediction) -> np.ndarray | 
     models = predictor.image_models()
     if not models:
         return None
-    maps = [gradcam.heatmap(m, cnn.prepare_images(prediction.prepared.clean[None], int(m.input_shape[1]))[0])
-            for m in models]
+    x = cnn.prepare_images(prediction.prepared.clean[None], int(models[0].input_shape[1]))[0]  # folds share it
+    maps = [gradcam.heatmap(m, x) for m in models]
     return gradcam.overlay(prediction.prepared.clean, np.mean(maps, axis=0))
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from lib import medsam
 from lib.candidates import mask_box
@@ -202,7 +203,8 @@ def _train_epoch(model: HeadPromptedSAM, optimizer: torch.optim.Optimizer, sched
     """One pass over the training frames (N, 256, 256, 1) in random order: (mean loss, mean hard Dice)."""
     losses, dices = [], []
     model.train()
-    for rows in np.array_split(rng.permutation(len(x)), math.ceil(len(x) / batch_size)):
+    batches = np.array_split(rng.permutation(len(x)), math.ceil(len(x) / batch_size))
+    for rows in tqdm(batches, desc="batches", unit="batch", leave=False, dynamic_ncols=True):  # minutes on a CPU
         for group in optimizer.param_groups:
             group["lr"] = schedule.next_rate()
         frames, masks = augment.geometry(x[rows], y[rows])  # geometry only: see the module docstring

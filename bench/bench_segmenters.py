@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib import manifest, mask_metrics, pseudo_label, segmenters, unet_stage  # noqa: E402
-from lib.io import read_image, read_mask  # noqa: E402
 
 ENSEMBLE = "mean"
 
@@ -42,11 +41,12 @@ def main() -> int:
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "segmenters.json")
     args = p.parse_args()
     sam = segmenters.load("litemedsam") if args.refine else None  # PyTorch before any Keras model
-    test = test_slices(args.in_dir)
+    rows = unet_stage.with_parts(manifest.read(args.in_dir))
+    test = unet_stage.scored_slices(rows[rows["part"] == "test"], args.in_dir)
     if not test:
         print(f"error: no test slices with true masks in {args.in_dir}", file=sys.stderr)
         return 2
-    images = [image for image, _, _ in test]
+    images = [s.image for s in test]
     maps, seconds = {}, {}
     for folder in args.models:
         tic = time.perf_counter()
@@ -57,28 +57,15 @@ def main() -> int:
     masks = {name: [m > 0.5 for m in per_slice] for name, per_slice in maps.items()}
     if sam is not None:
         masks |= refined(sam, test, masks)
-    table = {name: mask_metrics.summary(pd.DataFrame([mask_metrics.score(m, truth) for m, (_, truth, _) in
-                                                      zip(per_slice, test)])) for name, per_slice in masks.items()}
+    truths = [s.truth for s in test]
+    table = {name: mask_metrics.summary(pd.DataFrame([mask_metrics.score(m, t) for m, t in zip(per_slice, truths)]))
+             for name, per_slice in masks.items()}
     print_table(table, len(test))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"machine": platform.platform(), "in": str(args.in_dir), "test_slices": len(test),
                                      "seconds_per_slice": seconds, "variants": table}, indent=2, default=float))
     print(f"wrote {args.json}")
     return 0
-
-
-def test_slices(in_dir: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-    """(slice, true mask, head mask) for every test-part slice with a true mask or a no-tumour label."""
-    rows = unet_stage.with_parts(manifest.read(in_dir))
-    out = []
-    for row in rows[rows["part"] == "test"].to_dict("records"):
-        if not (row.get("mask_path") or row["label"] == "no_tumor"):
-            continue
-        image = read_image(in_dir / manifest.slice_path(row)).pixels
-        truth = read_mask(in_dir / row["mask_path"]) if row.get("mask_path") else np.zeros(image.shape[:2], bool)
-        head = read_mask(in_dir / row["head_mask_path"]) if row.get("head_mask_path") else None
-        out.append((image, truth, head))
-    return out
 
 
 def probability_maps(folder: Path, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -89,12 +76,13 @@ def probability_maps(folder: Path, images: list[np.ndarray]) -> list[np.ndarray]
     return engine.predict_proba(model, images)
 
 
-def refined(sam: segmenters.Segmenter, test: list, masks: dict[str, list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
+def refined(sam: segmenters.Segmenter, test: list[unet_stage.ScoredSlice],
+            masks: dict[str, list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
     """Every variant's masks refined by SAM; slice by slice so that each is encoded once."""
     out: dict[str, list[np.ndarray]] = {f"{name}+sam": [] for name in masks}
-    for i, (image, _, head) in enumerate(tqdm(test, desc="SAM refinement", unit="img")):
+    for i, s in enumerate(tqdm(test, desc="SAM refinement", unit="img")):
         for name, per_slice in masks.items():
-            out[f"{name}+sam"].append(pseudo_label.refine(sam, image, per_slice[i], head)[0])
+            out[f"{name}+sam"].append(pseudo_label.refine(sam, s.image, per_slice[i], s.head)[0])
     return out
 
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -143,22 +143,44 @@ def _refiner(refine: str | None) -> Any:
         raise SystemExit(f"error: --refine sam: {err}") from None
 
 
+class ScoredSlice(NamedTuple):
+    """One scored test slice: its manifest row, pixels, true mask (empty when tumour-free) and head mask."""
+
+    record: dict[str, Any]
+    image: np.ndarray
+    truth: np.ndarray
+    head: np.ndarray | None
+
+
+def scored_slices(test: pd.DataFrame, folder: Path) -> list[ScoredSlice]:
+    """The test rows 08 scores (a true mask or a no-tumour label), read from `folder` (paths relative to it)."""
+    out = []
+    for record in test.to_dict("records"):
+        if not (record.get("mask_path") or record["label"] == "no_tumor"):
+            continue
+        image = read_image(folder / manifest.slice_path(record)).pixels
+        truth = read_mask(folder / record["mask_path"]) if record.get("mask_path") else np.zeros(image.shape[:2], bool)
+        head = read_mask(folder / record["head_mask_path"]) if record.get("head_mask_path") else None
+        out.append(ScoredSlice(record, image, truth, head))
+    return out
+
+
 def score_test(model: Any, test: pd.DataFrame, out: Path,
                predict: Callable[[Any, list[np.ndarray]], list[np.ndarray]], sam: Any = None) -> pd.DataFrame:
     """Per test slice: Dice, IoU, HD95 against the true mask (rows without one are skipped).
 
     With `sam` (a lib.segmenters engine) each mask is refined by lib.pseudo_label.refine; the
     scores are then the refined mask's, and dice_unrefined / refine_status say what SAM changed."""
-    records = [r for r in test.to_dict("records") if r.get("mask_path") or r["label"] == "no_tumor"]
-    images = [read_image(out / manifest.slice_path(r)).pixels for r in records]
-    predictions = predict(model, images)
+    slices = scored_slices(test, out)
+    predictions = predict(model, [s.image for s in slices])
     rows = []
-    for record, image, pred in zip(tqdm(records, desc="08 test", unit="img", disable=sam is None), images, predictions):
-        truth = read_mask(out / record["mask_path"]) if record.get("mask_path") else np.zeros(image.shape[:2], bool)
+    for (record, image, truth, head), pred in zip(tqdm(slices, desc="08 test", unit="img", disable=sam is None),
+                                                  predictions):
         extra = {}
         if sam is not None:
-            refined, status = _refine(sam, image, pred, record, out)
-            extra = {"dice_unrefined": round(mask_metrics.dice(pred, truth), 4), "refine_status": status}
+            refined, result = pseudo_label.refine(sam, image, pred, head)
+            extra = {"dice_unrefined": round(mask_metrics.dice(pred, truth), 4),
+                     "refine_status": result.status if result else "nothing to refine"}
             pred = refined
         path = out / "predictions" / f"{record['id']}.png"
         write_png(path, pred.astype(np.uint8) * 255)
@@ -166,13 +188,6 @@ def score_test(model: Any, test: pd.DataFrame, out: Path,
                      "image_path": manifest.slice_path(record), "mask_path": record.get("mask_path", ""),
                      **mask_metrics.score(pred, truth), **extra})
     return pd.DataFrame(rows)
-
-
-def _refine(sam: Any, image: np.ndarray, pred: np.ndarray, record: dict[str, Any], out: Path) -> tuple[np.ndarray, str]:
-    """SAM's refinement of one predicted mask: (the mask to score, SAM's verdict)."""
-    head = read_mask(out / record["head_mask_path"]) if record.get("head_mask_path") else None
-    mask, result = pseudo_label.refine(sam, image, pred, head)
-    return mask, result.status if result else "nothing to refine"
 
 
 def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple[list, list]],

@@ -1,6 +1,8 @@
 """Stage 08 on the small phantom run: trains on true masks or on 07's pseudo-labels, scores against truth."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from tests.test_pipeline import stage
 from tests.test_sam_label import labelled  # noqa: F401 - 07 with true-box prompts on that run
 
 QUICK = ("--image-size", "64", "--epochs", "3", "--batch-size", "4")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_truth_masks_train_and_the_test_part_is_scored(run: Path, tmp_path: Path) -> None:  # noqa: F811
@@ -56,3 +59,12 @@ def test_fine_tuned_litemedsam_is_an_08_architecture(run: Path, tmp_path: Path) 
     assert len(per_image) == metrics["split"]["test"] and per_image["dice"].between(0, 1).all()
     for row in per_image.itertuples():
         assert read_mask(out / row.pred_mask_path).shape == (256, 256)
+    # bench_segmenters scores the same test slices with the same predictions as 08 did
+    bench = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_segmenters.py"), "--in", str(run / "04"),
+                            "--models", str(out), "--json", str(tmp_path / "segmenters.json")],
+                           capture_output=True, text=True, timeout=600)
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    table = json.loads((tmp_path / "segmenters.json").read_text())
+    assert table["test_slices"] == len(per_image)
+    for key in ("dice_mean", "iou_mean", "missed", "false_positive_images"):
+        assert abs(table["variants"]["08"][key] - metrics["test"][key]) < 1e-3, key

@@ -104,9 +104,12 @@ def _file_boxes(path: Path | None) -> dict[str, str]:
 
 def _unet_model(path: Path | None) -> Path:
     """08's model.keras (or model.pt), given the file or its 08_unet_train folder; a missing one stops the stage."""
+    from lib.unet_stage import ARCHITECTURES, model_file
+
     model = path
     if path is not None and Path(path).is_dir():
-        model = next((Path(path) / name for name in ("model.keras", "model.pt") if (Path(path) / name).is_file()), None)
+        names = dict.fromkeys(model_file(architecture) for architecture in ARCHITECTURES)  # model.keras, model.pt
+        model = next((Path(path) / name for name in names if (Path(path) / name).is_file()), None)
     if model is None or not Path(model).is_file():
         raise SystemExit(f"error: --prompt unet needs --unet, an 08_unet_train folder or its model.keras / model.pt "
                          f"(train one with scripts/08_unet_train.py --masks pseudo); got {path}")

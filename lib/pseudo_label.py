@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from lib.candidates import mask_box
+from lib.candidates import Box, mask_box
 
 # Below MIN_QUALITY a pseudo-label is rejected. Figshare, 07 --prompt auto, 600 slices (Dice of the
 # labels kept): quality >= 0.3 keeps 512 at 0.620, >= 0.5 450 at 0.666, >= 0.7 329 at 0.732.
@@ -48,6 +48,14 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
         return np.zeros_like(mask, dtype=bool)
     biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     return labels == biggest
+
+
+def blob_box(mask: np.ndarray) -> Box | None:
+    """SAM's prompt box from a network's mask: the box of its largest blob (None when empty).
+
+    Why the largest blob and not the whole mask: a speck elsewhere would stretch the box over
+    healthy tissue. Used by 07 --prompt unet (self-training) and by `refine`."""
+    return mask_box(largest_component(np.asarray(mask, dtype=bool)))
 
 
 def cleanup(mask: np.ndarray, head: np.ndarray | None = None) -> np.ndarray:
@@ -102,7 +110,7 @@ def refine(segmenter: Any, image: np.ndarray, mask: np.ndarray, head: np.ndarray
     Returns (the mask to use, SAM's pseudo-label or None when the network drew nothing).
     """
     mask = np.asarray(mask, dtype=bool)
-    box = mask_box(largest_component(mask))
+    box = blob_box(mask)
     if box is None:
         return mask, None
     masks, scores = segmenter.predict(image, box=box)

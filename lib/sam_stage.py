@@ -139,7 +139,7 @@ def unet_boxes(model_path: Path, rows: list[dict[str, Any]], out: Path) -> dict[
     for start in tqdm(range(0, len(readable), UNET_BATCH), desc="U-Net boxes", unit="batch", dynamic_ncols=True):
         chunk = readable[start:start + UNET_BATCH]
         for (item_id, _), mask in zip(chunk, segmenter.predict(model, [image for _, image in chunk])):
-            found[item_id] = candidates.box_text(candidates.mask_box(pseudo_label.largest_component(mask)))
+            found[item_id] = candidates.box_text(pseudo_label.blob_box(mask))
     return found
 
 

@@ -59,12 +59,22 @@ def test_fine_tuned_litemedsam_is_an_08_architecture(run: Path, tmp_path: Path) 
     assert len(per_image) == metrics["split"]["test"] and per_image["dice"].between(0, 1).all()
     for row in per_image.itertuples():
         assert read_mask(out / row.pred_mask_path).shape == (256, 256)
-    # bench_segmenters scores the same test slices with the same predictions as 08 did
+    # bench_segmenters scores the same test slices with the same predictions as 08 did, also per group
+    groups = per_image[["id"]].assign(kind=["odd" if i % 2 else "even" for i in range(len(per_image))])
+    groups.to_csv(tmp_path / "groups.csv", index=False)
     bench = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_segmenters.py"), "--in", str(run / "04"),
-                            "--models", str(out), "--json", str(tmp_path / "segmenters.json")],
+                            "--models", str(out), "--json", str(tmp_path / "segmenters.json"),
+                            "--groups", str(tmp_path / "groups.csv"), "--group-column", "kind",
+                            "--per-image", str(tmp_path / "bench_per_image.csv")],
                            capture_output=True, text=True, timeout=600)
     assert bench.returncode == 0, bench.stderr[-2000:]
     table = json.loads((tmp_path / "segmenters.json").read_text())
     assert table["test_slices"] == len(per_image)
     for key in ("dice_mean", "iou_mean", "missed", "false_positive_images"):
         assert abs(table["variants"]["08"][key] - metrics["test"][key]) < 1e-3, key
+    rescored = pd.read_csv(tmp_path / "bench_per_image.csv").merge(per_image, on="id", suffixes=("", "_08"))
+    assert len(rescored) == len(per_image) and np.allclose(rescored["dice"], rescored["dice_08"], atol=1e-3)
+    for kind, part in rescored.groupby("group"):
+        tumour = part[part["true_pixels"] > 0]
+        assert table["by_group"]["08"][kind]["images"] == len(part)
+        assert tumour.empty or abs(table["by_group"]["08"][kind]["dice_mean"] - tumour["dice"].mean()) < 1e-6

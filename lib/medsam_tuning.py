@@ -18,7 +18,9 @@ PairedAugment's geometry (flip, rotation, zoom, shift) but NOT its brightness, c
 noise: in the same ablation those cost 0.15-0.18 test Dice (0.61-0.63 with them, 0.76-0.79
 without): the encoder was pretrained on min-max scaled slices, and a brightness shift lifts the
 background it has learnt to read as 0. Keeping the encoder's BatchNorm statistics frozen did
-not help (0.764 vs 0.785, one seed each). Early stopping on validation Dice, best weights kept.
+not help (0.764 vs 0.785, one seed each), and freezing the whole encoder (only the prompt encoder
+and mask decoder tuned) cost 0.14 (0.643, CPU scratch run): the encoder has to adapt. Early
+stopping on validation Dice, best weights kept.
 
 PyTorch, not Keras: the LiteMedSAM encoder is a PyTorch model. CUDA when present, else the
 CPU, where a step costs about 5 s per slice on 2 cores: fine for tests and a tiny run, too slow

@@ -38,6 +38,7 @@ from lib.stage import check_in_dir
 MASK_SOURCES = ("pseudo", "truth")
 TUNED = "litemedsam"  # the fine-tuned LiteMedSAM (lib.medsam_tuning, PyTorch)
 ARCHITECTURES = ("unet", "deeplabv3plus", TUNED)  # the first two: Keras, from scratch (lib.unet)
+TUNE_CHOICES = ("all", "top")  # what of LiteMedSAM learns: lib.medsam_tuning.frozen_parts
 OVERLAYS = 16  # best and worst test slices shown
 
 
@@ -120,7 +121,7 @@ def fit(args: argparse.Namespace, data: dict[str, tuple[list, list]],
     if args.architecture == TUNED:
         from lib import medsam_tuning  # PyTorch; built before anything imports Keras (see lib.medsam)
 
-        model, history = medsam_tuning.train(*data["train"], *data["val"],
+        model, history = medsam_tuning.train(*data["train"], *data["val"], tune=args.tune,
                                              batch_size=args.batch_size or medsam_tuning.BATCH_SIZE, **common)
         return model, history, medsam_tuning.predict
     from lib import unet  # Keras loads only when there is something to train
@@ -198,7 +199,7 @@ def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple
     best = warmup + int(np.argmax(watched)) if watched else len(history.get("val_dice", [])) - 1
     best = None if best < 0 else best
     return {
-        "masks": args.masks, "architecture": args.architecture,
+        "masks": args.masks, "architecture": args.architecture, "tune": args.tune if tuned else None,
         "image_size": engine(TUNED).FRAME if tuned else args.image_size, "width": None if tuned else args.width,
         "time_budget_minutes": args.time_budget,
         "backend": _backend(args.architecture),

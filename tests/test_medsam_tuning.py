@@ -79,3 +79,24 @@ def test_saved_weights_give_the_same_masks_at_each_slices_own_size(tuned: tuple)
 def test_a_missing_model_file_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="08 --architecture litemedsam"):
         medsam_tuning.load(tmp_path)
+
+
+def test_tuning_the_top_keeps_the_lower_encoder_stages_as_pretrained() -> None:
+    _available()
+    import torch
+
+    rng = np.random.default_rng(1)
+    slices = [phantom.make_slice(rng, 1) for _ in range(2)]
+    images, masks = [s.image for s in slices], [s.tumor_mask for s in slices]
+    pretrained = {k: v.clone() for k, v in medsam_tuning.build().state_dict().items()}
+    model, _ = medsam_tuning.train(images, masks, images[:1], masks[:1], epochs=1, batch_size=2, tune="top")
+    tuned = model.state_dict()
+
+    def changed(prefix: str) -> bool:  # weights or BatchNorm statistics
+        return any(not torch.equal(pretrained[k], tuned[k]) for k in tuned if k.startswith(prefix))
+
+    encoder = "net.image_encoder."
+    assert not any(changed(encoder + part) for part in ("patch_embed.", "layers.0.", "layers.1.", "layers.2."))
+    assert changed(encoder + "layers.3.") and changed(encoder + "neck.") and changed("net.mask_decoder.")
+    with pytest.raises(ValueError, match="'all' or 'top'"):
+        medsam_tuning.frozen_parts(model, "bottom")

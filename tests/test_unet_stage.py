@@ -50,9 +50,9 @@ def test_pseudo_labels_train_without_seeing_a_true_mask(labelled: Path, tmp_path
 def test_fine_tuned_litemedsam_is_an_08_architecture(run: Path, tmp_path: Path) -> None:  # noqa: F811
     out = tmp_path / "08"
     stage("08_unet_train.py", "--in", str(run / "04"), "--out", str(out), "--masks", "truth",
-          "--architecture", "litemedsam", "--epochs", "1", "--batch-size", "4")
+          "--architecture", "litemedsam", "--tune", "top", "--epochs", "1", "--batch-size", "4")
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["architecture"] == "litemedsam" and metrics["image_size"] == 256
+    assert metrics["architecture"] == "litemedsam" and metrics["image_size"] == 256 and metrics["tune"] == "top"
     assert metrics["backend"].startswith("torch/") and metrics["epochs_run"] == 1
     assert (out / "model.pt").is_file() and not (out / "model.keras").exists()
     per_image = pd.read_csv(out / "per_image.csv")

@@ -121,8 +121,8 @@ def print_table(table: dict[str, dict[str, float]], n: int) -> None:
               f"{s['hd95_median']:>8.1f} {s['missed']:>3}/{s['tumour_images']}")
 
 
-
 def print_groups(by_group: dict[str, dict[str, dict[str, float]]]) -> None:
+    """One row per variant, one column per group: Dice mean (tumour slices in the group)."""
     names = sorted({g for per_variant in by_group.values() for g in per_variant})
     print("Dice mean per group (slices with a tumour)")
     print(f"{'variant':<40} " + " ".join(f"{g[:14]:>14}" for g in names))

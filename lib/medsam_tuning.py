@@ -26,7 +26,7 @@ the whole model's on a CPU (2.0 vs 6.4-6.7 s per slice). Early stopping on valid
 weights kept.
 
 PyTorch, not Keras: the LiteMedSAM encoder is a PyTorch model. CUDA when present, else the
-CPU, where a step costs about 5 s per slice on 2 cores: fine for tests and a tiny run, too slow
+CPU, where a step costs 5-7 s per slice on 2 cores (whole model): fine for tests and a tiny run, too slow
 for real training (use a Kaggle kernel or a GPU). The fine-tuned weights are saved as model.pt
 (a state dict, loaded with weights_only=True).
 """

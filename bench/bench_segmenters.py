@@ -115,9 +115,10 @@ def refined(sam: segmenters.Segmenter, test: list[unet_stage.ScoredSlice],
 
 def print_table(table: dict[str, dict[str, float]], n: int) -> None:
     print(f"08 segmenters on the test part ({n} slices) against true masks")
-    print(f"{'variant':<40} {'Dice mean':>9} {'median':>7} {'IoU':>6} {'HD95 med':>8} {'missed':>7}")
+    print(f"{'variant':<40} {'Dice mean':>9} {'95 % CI':>11} {'median':>7} {'IoU':>6} {'HD95 med':>8} {'missed':>7}")
     for name, s in table.items():
-        print(f"{name:<40} {s['dice_mean']:>9.3f} {s['dice_median']:>7.3f} {s['iou_mean']:>6.3f} "
+        ci = "{:.3f}-{:.3f}".format(*s["dice_ci"])
+        print(f"{name:<40} {s['dice_mean']:>9.3f} {ci:>11} {s['dice_median']:>7.3f} {s['iou_mean']:>6.3f} "
               f"{s['hd95_median']:>8.1f} {s['missed']:>3}/{s['tumour_images']}")
 
 

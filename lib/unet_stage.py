@@ -246,6 +246,8 @@ def _backend(architecture: str) -> str:
 
 
 def _round(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_round(v) for v in value]
     return round(value, 4) if isinstance(value, float) else value
 
 
@@ -287,7 +289,9 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
         print(f"  test part has no true tumour masks; false-positive masks on {t['false_positive_images']}"
               f"/{t['tumour_free_images']} tumour-free slices")
     elif t:
-        print(f"  test vs true masks: Dice mean {t['dice_mean']}, median {t['dice_median']}, IoU {t['iou_mean']}, "
+        low, high = t["dice_ci"]
+        print(f"  test vs true masks: Dice mean {t['dice_mean']} (95 % CI {low:.3f}-{high:.3f}), median "
+              f"{t['dice_median']}, IoU {t['iou_mean']}, "
               f"HD95 median {t['hd95_median']} px; missed {t['missed']}/{t['tumour_images']}, "
               f"false positives {t['false_positive_images']}/{t['tumour_free_images']}")
     if "refine" in m:

@@ -68,6 +68,10 @@ def test_bundle_is_self_contained_with_a_model_card(tiny_bundle: Path) -> None:
     card = (tiny_bundle / "README.md").read_text()
     for words in ("Not a medical device", "Intended use", "Known limits", "ROC AUC", "best single model"):
         assert words in card
+    seg_test = settings["segmenter"]["test"]  # 08's scores, the Dice mean with its bootstrap interval
+    assert "Segmentation on 08's test part" in card
+    if seg_test["tumour_images"]:
+        assert "Dice mean {:.3f} [{:.3f}, {:.3f}]".format(seg_test["dice_mean"], *seg_test["dice_ci"]) in card
     assert not list(tiny_bundle.parent.glob("bundle.partial")) and not list(tiny_bundle.parent.glob("bundle.old"))
 
 

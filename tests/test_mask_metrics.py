@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from lib import mask_metrics
 
@@ -49,3 +50,22 @@ def test_summary_counts_misses_and_false_positives() -> None:
     s = mask_metrics.summary(rows)
     assert s["tumour_images"] == 2 and s["dice_mean"] == 0.5
     assert s["missed"] == 1 and s["false_positive_images"] == 1 and s["tumour_free_images"] == 2
+
+
+def test_dice_interval_brackets_the_mean_and_narrows_with_more_slices() -> None:
+    few = np.array([0.9, 0.85, 0.0, 0.95, 0.7, 0.2, 0.88, 0.92])
+    low, high = mask_metrics.dice_interval(few)
+    assert low < few.mean() < high and 0.0 <= low and high <= 1.0
+    many_low, many_high = mask_metrics.dice_interval(np.tile(few, 9))
+    assert many_high - many_low < (high - low) / 2  # 9x the slices: about a third of the width
+    assert mask_metrics.dice_interval(np.full(6, 0.7)) == pytest.approx((0.7, 0.7))
+    assert all(np.isnan(mask_metrics.dice_interval(np.array([]))))
+
+
+def test_summary_reports_the_dice_interval_over_tumour_slices_only() -> None:
+    truth, empty = square(10, 10), np.zeros((64, 64), np.uint8)
+    rows = pd.DataFrame([mask_metrics.score(truth, truth), mask_metrics.score(square(12, 12), truth),
+                         mask_metrics.score(square(0, 0), empty)])  # the tumour-free slice stays out
+    s = mask_metrics.summary(rows)
+    dices = rows["dice"][rows["true_pixels"] > 0]
+    assert s["dice_ci"][0] == pytest.approx(dices.min()) and s["dice_ci"][1] == pytest.approx(dices.max())

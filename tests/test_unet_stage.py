@@ -27,6 +27,8 @@ def test_truth_masks_train_and_the_test_part_is_scored(run: Path, tmp_path: Path
     assert sum(metrics["split"].values()) == len(manifest.ok_rows(manifest.read(run / "04")))
     per_image = pd.read_csv(out / "per_image.csv")
     assert len(per_image) == metrics["split"]["test"] and per_image["dice"].between(0, 1).all()
+    low, high = metrics["test"]["dice_ci"]  # bootstrap interval of the mean over the tumour slices
+    assert low <= metrics["test"]["dice_mean"] <= high
     for row in per_image.itertuples():
         assert read_mask(out / row.pred_mask_path).shape == (256, 256)  # the slice's size, not the network's 64
     assert (out / "model.keras").is_file() and (out / "history.csv").is_file()
@@ -72,6 +74,7 @@ def test_fine_tuned_litemedsam_is_an_08_architecture(run: Path, tmp_path: Path) 
     assert table["test_slices"] == len(per_image)
     for key in ("dice_mean", "iou_mean", "missed", "false_positive_images"):
         assert abs(table["variants"]["08"][key] - metrics["test"][key]) < 1e-3, key
+    assert np.allclose(table["variants"]["08"]["dice_ci"], metrics["test"]["dice_ci"], atol=1e-3)
     rescored = pd.read_csv(tmp_path / "bench_per_image.csv").merge(per_image, on="id", suffixes=("", "_08"))
     assert len(rescored) == len(per_image) and np.allclose(rescored["dice"], rescored["dice_08"], atol=1e-3)
     for kind, part in rescored.groupby("group"):

@@ -96,9 +96,9 @@ def dice_interval(dice_per_image: pd.Series | np.ndarray) -> tuple[float, float]
     """Bootstrap 95 % interval of the mean Dice, resampling images.
 
     Why: on a test part of ~90 slices a handful of hard slices moves the mean by
-    several points (figshare: four glioma slices of one patient, missed by the
-    fine-tuned LiteMedSAM, cost it 0.04), so a mean alone invites reading too
-    much into a 0.01 gain.
+    several points (figshare: four glioma slices of one patient, where the
+    fine-tuned LiteMedSAM marks other tissue, cost it 0.04), so a mean alone
+    invites reading too much into a 0.01 gain.
     Neighbouring slices of one patient are correlated, so the true interval is,
     if anything, wider.
     """

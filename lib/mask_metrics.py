@@ -67,8 +67,9 @@ def score(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
             "true_pixels": int(t.sum()), "pred_pixels": int(p.sum())}
 
 
-def summary(per_image: pd.DataFrame) -> dict[str, float]:
-    """Means over images with a true tumour, plus detection terms over all images.
+def summary(per_image: pd.DataFrame) -> dict[str, float | int | tuple[float, float]]:
+    """Means over images with a true tumour (the Dice mean with its bootstrap interval,
+    `dice_ci`), plus detection terms over all images.
 
     `per_image` has the columns of `score` (one row per image). Tumour-free
     images enter only the detection terms: a predicted mask there is a false

@@ -20,8 +20,8 @@ without): the encoder was pretrained on min-max scaled slices, and a brightness 
 background it has learnt to read as 0. Keeping the encoder's BatchNorm statistics frozen did
 not help (0.764 vs 0.785, one seed each), and freezing the whole encoder (only the prompt encoder
 and mask decoder tuned) cost 0.14 (0.643, CPU scratch run): the encoder has to adapt. But it is
-enough to adapt its last stage: `tune="top"` (frozen_parts) scored 0.776 / 0.749 / 0.786
-(seeds 0 / 1 / 2; 0.791 / 0.764 / 0.807 with --refine sam) in a CPU scratch run (8 epochs on
+enough to adapt its last stage: `tune="top"` (frozen_parts) scored 0.776 / 0.749 / 0.786 / 0.768
+(seeds 0-3; 0.791 / 0.764 / 0.807 / 0.800 with --refine sam) in a CPU scratch run (8 epochs on
 cached lower-stage outputs, mirror augmentation only), and a step costs a third of the whole
 model's on a CPU (2.0 vs 6.4-6.7 s per slice). Through stage 08
 on the 2-core CPU (4 epochs, 63 min): 0.752, and 0.772 with --refine sam. Early stopping on

@@ -2,30 +2,30 @@
 
 Why: the Keras networks of lib.unet start from random weights, and a few
 hundred slices are not enough for them. LiteMedSAM's encoder has seen about
-1.5 million medical image-mask pairs. Measured on figshare_seg (index-range split,
-88 test slices, true masks, flip averaging, one H100 shared by 4 runs, 7 min = 17 epochs):
-mean Dice 0.777 / 0.776 / 0.794 for seeds 0 / 1 / 2 (medians 0.89-0.91, at most one tumour
-missed), 0.785 after 6 epochs, against 0.66-0.68 for the Keras U-Net from scratch (5 min,
-38-79 epochs). Validation Dice reaches 0.78 by epoch 3 and stays at 0.68-0.78 while training Dice
-climbs to 0.91 (seed 0): longer runs do not help.
+1.5 million medical image-mask pairs.
 
 The prompt is the box of the whole head (frame pixels above HEAD_LEVEL), never the tumour's,
 so the model gets no hint of where the tumour is. It finds the tumour itself, and the box
-tells it where the anatomy is, as in its pretraining. The whole model (encoder, prompt
-encoder, mask decoder) is trained with AdamW and a cosine learning rate on Dice + BCE. It sees
-slices exactly as lib.medsam prepares them (longest side 256, min-max, padded), with
-PairedAugment's geometry (flip, rotation, zoom, shift) but NOT its brightness, contrast and
-noise: in the same ablation those cost 0.15-0.18 test Dice (0.61-0.63 with them, 0.76-0.79
-without): the encoder was pretrained on min-max scaled slices, and a brightness shift lifts the
-background it has learnt to read as 0. Keeping the encoder's BatchNorm statistics frozen did
-not help (0.764 vs 0.785, one seed each), and freezing the whole encoder (only the prompt encoder
-and mask decoder tuned) cost 0.14 (0.643, CPU scratch run): the encoder has to adapt. But it is
-enough to adapt its last stage: `tune="top"` (frozen_parts) scored 0.776 / 0.749 / 0.786 / 0.768
-(seeds 0-3; 0.791 / 0.764 / 0.807 / 0.800 with --refine sam) in a CPU scratch run (8 epochs on
-cached lower-stage outputs, mirror augmentation only), and a step costs a third of the whole
-model's on a CPU (2.0 vs 6.4-6.7 s per slice). Through stage 08
-on the 2-core CPU (4 epochs, 63 min): 0.752, and 0.772 with --refine sam. Early stopping on
-validation Dice, best weights kept.
+tells it where the anatomy is, as in its pretraining. AdamW and a cosine learning rate on
+Dice + BCE; early stopping on validation Dice, best weights kept. It sees slices exactly as
+lib.medsam prepares them (longest side 256, min-max, padded), with PairedAugment's geometry
+(flip, rotation, zoom, shift) but NOT its brightness, contrast and noise: those cost 0.15-0.18
+test Dice (0.61-0.63 with them, 0.76-0.79 without), because the encoder was pretrained on
+min-max scaled slices and a brightness shift lifts the background it reads as 0.
+
+What learns (TUNE): by default only the encoder's last stage, the neck, the prompt encoder and
+the mask decoder (`tune="top"`, frozen_parts); `tune="all"` trains the whole model. Measured on
+figshare_seg (index-range split, 88 test slices, true masks, flip averaging), one H200 shared
+by 8 runs of 3 min, seeds 0-5: "top" 0.764-0.799 test Dice (mean 0.782; 9 epochs, validation
+0.80-0.86), "all" 0.756-0.788 (mean 0.772; 5 epochs, validation 0.77-0.80); the whole model
+got no better with 7 min = 17 epochs on an H100 (0.776-0.794, earlier). A step of "top" costs
+a third of the whole model's on a CPU (2.0 vs 6.4-6.7 s per slice), where 4 epochs take 63 min
+(0.752). With --refine sam: "top" 0.783-0.809 (mean 0.797), "all" 0.741-0.809 (mean 0.784); the
+mean of the six "top" models' maps 0.793, refined 0.803. The Keras U-Net from scratch: 0.66-0.68.
+Gliomas are where it falls short (0.34-0.44 over 13 slices, meningioma 0.83-0.90): on one
+patient's dark, non-enhancing tumour (cheng_2317-2320) no model averages above 0.17. Tried and not kept: a random
+gamma (0.7-1.4) after the geometry (0.762 / 0.782 "all", 0.766 / 0.780 "top", seeds 0 / 1);
+frozen encoder BatchNorm statistics (0.764 vs 0.785); the whole encoder frozen (0.643).
 
 PyTorch, not Keras: the LiteMedSAM encoder is a PyTorch model. CUDA when present, else the
 CPU, where a step costs 5-7 s per slice on 2 cores (whole model): fine for tests and a tiny run, too slow
@@ -64,6 +64,7 @@ BATCH_SIZE = 8  # batch 16 took up to 23 GB on an H100 (bf16); 8 is meant for 16
 PREDICT_BATCH = 8
 WARMUP_EPOCHS = 3  # early stopping watches from here, as lib.unet.WARMUP_EPOCHS
 EPOCHS, PATIENCE = 40, 8  # as lib.unet
+TUNE = "top"  # what learns by default (frozen_parts): as good as "all" on the GPU, a third of the CPU time
 # mean of the slice's and its mirror's maps: +0.03 mean Dice on figshare (0.728 -> 0.761, earlier recipe)
 # Not rotations: adding the maps of the slice turned by 90 and 270 degrees lowered validation Dice
 # (0.835 -> 0.807 and 0.802 -> 0.779 for two --tune top models on the 2-core CPU; test 0.776 -> 0.755, 0.752 -> 0.739)
@@ -252,7 +253,7 @@ def train(train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
           val_images: Sequence[np.ndarray], val_masks: Sequence[np.ndarray], epochs: int = EPOCHS,
           batch_size: int = BATCH_SIZE, patience: int = PATIENCE, out_dir: Path | None = None, seed: int = 0,
           *, learning_rate: float = LEARNING_RATE, minutes: float | None = None,
-          warmup_epochs: int = WARMUP_EPOCHS, tune: str = "all") -> tuple[HeadPromptedSAM, dict[str, list[float]]]:
+          warmup_epochs: int = WARMUP_EPOCHS, tune: str = TUNE) -> tuple[HeadPromptedSAM, dict[str, list[float]]]:
     """Fine-tune LiteMedSAM; (the model with its best-validation-Dice weights, the curves per epoch).
 
     Same contract as lib.unet.train: early stopping watches val_dice from `warmup_epochs` on,

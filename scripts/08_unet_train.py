@@ -23,9 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--architecture", default="unet", choices=unet_stage.ARCHITECTURES,
                    help="unet or deeplabv3plus (Keras, from scratch) or litemedsam (the pretrained medical SAM "
                         "fine-tuned with the head's box as prompt; PyTorch, needs a GPU for real runs)")
-    p.add_argument("--tune", default="all", choices=unet_stage.TUNE_CHOICES,
-                   help="litemedsam: fine-tune the whole model, or only the encoder's last stage and the decoder "
-                        "(lower stages frozen: a third of the CPU time per step)")
+    p.add_argument("--tune", default="top", choices=unet_stage.TUNE_CHOICES,
+                   help="litemedsam: fine-tune only the encoder's last stage and the decoder (lower stages "
+                        "frozen: a third of the CPU time per step, as good on figshare), or the whole model")
     p.add_argument("--image-size", type=int, default=128, help="network input side in pixels (litemedsam: 256)")
     p.add_argument("--epochs", type=int, default=40, help="upper limit; early stopping on validation Dice")
     p.add_argument("--patience", type=int, default=8, help="epochs without a better validation Dice before stopping")

@@ -54,7 +54,8 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     untrained = medsam_tuning.build().eval()
     before = _mean_dice(untrained, images, masks)
     out = tmp_path_factory.mktemp("tuned")
-    model, history = medsam_tuning.train(images, masks, images[:2], masks[:2], epochs=4, batch_size=2, out_dir=out)
+    model, history = medsam_tuning.train(images, masks, images[:2], masks[:2], epochs=4, batch_size=2, out_dir=out,
+                                         tune="all")  # the whole model; "top" is tested below and in 08's test
     return model, history, out, images, masks, before
 
 

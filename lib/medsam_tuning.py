@@ -21,12 +21,12 @@ by 8 runs of 3 min, seeds 0-5: "top" 0.764-0.799 test Dice (mean 0.782; 9 epochs
 got no better with 7 min = 17 epochs on an H100 (0.776-0.794, earlier). A step of "top" costs
 a third of the whole model's on a CPU (2.0 vs 6.4-6.7 s per slice), where 4 epochs take 63 min
 (0.752). With --refine sam: "top" 0.783-0.809 (mean 0.797), "all" 0.741-0.809 (mean 0.784); the
-mean of the six "top" models' maps 0.793, refined 0.803. The Keras U-Net from scratch: 0.66-0.68.
-Gliomas are where it falls short (0.34-0.44 over 13 slices, meningioma 0.83-0.90): on one
-patient's dark, non-enhancing tumour (cheng_2317-2320) no model averages above 0.17. Tried and
-not kept: a random gamma (0.7-1.4) after the geometry (0.762 / 0.782 "all", 0.766 / 0.780 "top",
-seeds 0 / 1); frozen encoder BatchNorm statistics (whole model, 0.764 vs 0.785); the whole
-encoder frozen (0.643).
+mean of the six "top" models' maps 0.793, refined 0.803; of all twelve 0.798, refined 0.813.
+The Keras U-Net from scratch: 0.66-0.68. Gliomas are where it falls short (0.34-0.44 over 13
+slices, meningioma 0.83-0.90): on one patient's dark, non-enhancing tumour (cheng_2317-2320) no
+model averages above 0.17. Tried and not kept: a random gamma (0.7-1.4) after the geometry
+(0.762 / 0.782 "all", 0.766 / 0.780 "top", seeds 0 / 1); frozen encoder BatchNorm statistics
+(whole model, 0.764 vs 0.785); the whole encoder frozen (0.643).
 
 PyTorch, not Keras: the LiteMedSAM encoder is a PyTorch model. CUDA when present, else the
 CPU: fine for tests and a tiny run, too slow for real training (use a Kaggle kernel or a GPU).

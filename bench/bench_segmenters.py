@@ -1,6 +1,6 @@
 """Benchmark: 08 segmenters on the test part against true masks: each alone, their mean, and SAM-refined.
 
-For the 08 folders given (each holding model.keras or model.pt and metrics.json),
+For the 08 folders given (each holding model.keras or model.pt and metrics.json, or 08 --refit's search/),
 every test slice of the index-range split (the same part 08 scores) is predicted
 by each model; their probability maps are also averaged (a seed or architecture
 ensemble, threshold 0.5). With --refine, each of those masks is also redrawn by
@@ -56,9 +56,10 @@ def main() -> int:
     images = [s.image for s in test]
     maps, seconds = {}, {}
     for folder in args.models:
+        name = folder.name if folder.name not in maps else f"{folder.parent.name}/{folder.name}"  # run/search
         tic = time.perf_counter()
-        maps[folder.name] = probability_maps(folder, images)
-        seconds[folder.name] = round((time.perf_counter() - tic) / len(images), 4)
+        maps[name] = probability_maps(folder, images)
+        seconds[name] = round((time.perf_counter() - tic) / len(images), 4)
     if len(maps) > 1:
         maps[ENSEMBLE] = [np.mean(per_model, axis=0) for per_model in zip(*maps.values())]
     masks = {name: [m > 0.5 for m in per_slice] for name, per_slice in maps.items()}
@@ -96,8 +97,12 @@ def slice_groups(path: Path, column: str, test: list[unet_stage.ScoredSlice]) ->
 
 
 def probability_maps(folder: Path, images: list[np.ndarray]) -> list[np.ndarray]:
-    """The 08 model's P(tumour) maps at each slice's size (flip-averaged for LiteMedSAM, as 08 scores it)."""
-    architecture = json.loads((folder / "metrics.json").read_text())["architecture"]
+    """The 08 model's P(tumour) maps at each slice's size (flip-averaged for LiteMedSAM, as 08 scores it).
+
+    A folder without metrics.json (08 --refit's search/) is a fine-tuned LiteMedSAM when it holds model.pt."""
+    metrics = folder / "metrics.json"
+    architecture = (json.loads(metrics.read_text())["architecture"] if metrics.is_file()
+                    else unet_stage.TUNED if (folder / unet_stage.model_file(unet_stage.TUNED)).is_file() else "unet")
     engine = unet_stage.engine(architecture)
     model = engine.load(folder / unet_stage.model_file(architecture))
     return engine.predict_proba(model, images)

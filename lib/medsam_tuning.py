@@ -225,28 +225,47 @@ def frozen_parts(model: HeadPromptedSAM, tune: str) -> list[torch.nn.Module]:
     raise ValueError(f"tune must be 'all' or 'top', not {tune!r}")
 
 
-def _train_epoch(model: HeadPromptedSAM, optimizer: torch.optim.Optimizer, schedule: Schedule, x: np.ndarray,
-                 y: np.ndarray, batch_size: int, augment: PairedAugment, rng: np.random.Generator,
-                 frozen: Sequence[torch.nn.Module] = ()) -> tuple[float, float]:
-    """One pass over the training frames (N, 256, 256, 1) in random order: (mean loss, mean hard Dice)."""
-    losses, dices = [], []
-    model.train()
-    for part in frozen:
-        part.eval()  # fixed BatchNorm statistics too
-    batches = np.array_split(rng.permutation(len(x)), math.ceil(len(x) / batch_size))
-    for rows in tqdm(batches, desc="batches", unit="batch", leave=False, dynamic_ncols=True):  # minutes on a CPU
-        for group in optimizer.param_groups:
-            group["lr"] = schedule.next_rate()
-        frames, masks = augment.geometry(x[rows], y[rows])  # geometry only: see the module docstring
-        target = _tensor(masks[..., 0])
-        logits = _logits(model, frames[..., 0])
-        loss = dice_bce(logits, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        dices.append(float(hard_dice(torch.sigmoid(logits.detach()), target).mean()))
-    return float(np.mean(losses)), float(np.mean(dices))
+class _Run:
+    """What train and refit share: framed slices, a fresh model with its frozen parts, AdamW and the schedule."""
+
+    def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], epochs: int, batch_size: int,
+                 seed: int, learning_rate: float, minutes: float | None, tune: str) -> None:
+        torch.manual_seed(seed)
+        self.x, self.y = frame_images(images)[..., None], frame_masks(masks)[..., None]
+        self.model, self.batch_size = build(), batch_size
+        self.frozen = frozen_parts(self.model, tune)
+        for part in self.frozen:
+            part.requires_grad_(False)
+        learning = [weight for weight in self.model.parameters() if weight.requires_grad]
+        self.optimizer = torch.optim.AdamW(learning, lr=learning_rate, weight_decay=WEIGHT_DECAY)
+        self.schedule = Schedule(learning_rate, int(epochs) * math.ceil(len(self.x) / batch_size), minutes)
+        self.augment, self.rng = PairedAugment(seed=seed + 1), np.random.default_rng(seed)
+
+    def epoch(self) -> tuple[float, float]:
+        """One pass over the slices in random order: (mean loss, mean hard Dice)."""
+        losses, dices = [], []
+        self.model.train()
+        for part in self.frozen:
+            part.eval()  # fixed BatchNorm statistics too
+        batches = np.array_split(self.rng.permutation(len(self.x)), math.ceil(len(self.x) / self.batch_size))
+        for rows in tqdm(batches, desc="batches", unit="batch", leave=False, dynamic_ncols=True):  # minutes on a CPU
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.schedule.next_rate()
+            # geometry only, no brightness or contrast: see the module docstring
+            frames, masks = self.augment.geometry(self.x[rows], self.y[rows])
+            target = _tensor(masks[..., 0])
+            logits = _logits(self.model, frames[..., 0])
+            loss = dice_bce(logits, target)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.item())
+            dices.append(float(hard_dice(torch.sigmoid(logits.detach()), target).mean()))
+        return float(np.mean(losses)), float(np.mean(dices))
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
 
 
 def train(train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
@@ -262,37 +281,58 @@ def train(train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
     """
     if len(train_images) == 0 or len(val_images) == 0:
         raise ValueError("train needs at least one training and one validation slice")
-    torch.manual_seed(seed)
-    x, y = frame_images(train_images)[..., None], frame_masks(train_masks)[..., None]
+    run = _Run(train_images, train_masks, epochs, batch_size, seed, learning_rate, minutes, tune)
     x_val, y_val = frame_images(val_images), frame_masks(val_masks)
-    model = build()
-    frozen = frozen_parts(model, tune)
-    for part in frozen:
-        part.requires_grad_(False)
-    learning = [weight for weight in model.parameters() if weight.requires_grad]
-    optimizer = torch.optim.AdamW(learning, lr=learning_rate, weight_decay=WEIGHT_DECAY)
-    schedule = Schedule(learning_rate, int(epochs) * math.ceil(len(x) / batch_size), minutes)
-    augment, rng = PairedAugment(seed=seed + 1), np.random.default_rng(seed)
     history: dict[str, list[float]] = {k: [] for k in ("loss", "dice", "val_loss", "val_dice", "learning_rate")}
     best, best_state, waited = -1.0, None, 0
     for epoch in range(int(epochs)):
-        loss, dice = _train_epoch(model, optimizer, schedule, x, y, batch_size, augment, rng, frozen)
-        val_loss, val_dice = _evaluate(model, x_val, y_val)
-        for key, value in zip(history, (loss, dice, val_loss, val_dice, optimizer.param_groups[0]["lr"])):
+        loss, dice = run.epoch()
+        val_loss, val_dice = _evaluate(run.model, x_val, y_val)
+        for key, value in zip(history, (loss, dice, val_loss, val_dice, run.learning_rate)):
             history[key].append(float(value))
         print(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} dice {dice:.4f} val_loss {val_loss:.4f} "
               f"val_dice {val_dice:.4f}", flush=True)
         if epoch <= warmup_epochs or val_dice > best:  # as EarlyStopping(start_from_epoch=warmup_epochs)
             best, waited = val_dice, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
         else:
             waited += 1
-        if waited >= patience or schedule.out_of_time():
+        if waited >= patience or run.schedule.out_of_time():
             break
-    model.load_state_dict(best_state)
+    run.model.load_state_dict(best_state)
     if out_dir is not None:
-        _save(model, history, Path(out_dir))
-    return model.eval(), history
+        _save(run.model, history, Path(out_dir))
+    return run.model.eval(), history
+
+
+def refit(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], epochs: int, batch_size: int = BATCH_SIZE,
+          out_dir: Path | None = None, seed: int = 0, *, learning_rate: float = LEARNING_RATE,
+          minutes: float | None = None, tune: str = TUNE) -> tuple[HeadPromptedSAM, dict[str, list[float]]]:
+    """Fine-tune afresh on every labelled slice for a fixed number of epochs; (the last weights, the curves).
+
+    Why: early stopping needs validation slices the model never learns from, but once `train`
+    has chosen how many epochs to run (its best epoch), those slices can train too (08 --refit:
+    training + validation). On figshare they are 66 slices more (512 instead of 446); the top
+    recipe trained on both for a fixed 6 epochs scored 0.784 / 0.792 test Dice (seeds 0 / 1,
+    refined 0.799 / 0.815) against a mean of 0.770 (refined 0.790) for four seeds trained on the
+    training part alone (CPU scratch script on cached lower-stage outputs, mirror augmentation only).
+    Nothing is left to validate on, so the last weights are kept and the curves have no val_ columns.
+    The cosine schedule spans `epochs` (and `minutes`, whichever ends first), as in `train`.
+    """
+    if len(images) == 0 or int(epochs) < 1:
+        raise ValueError("refit needs at least one slice and one epoch")
+    run = _Run(images, masks, epochs, batch_size, seed, learning_rate, minutes, tune)
+    history: dict[str, list[float]] = {k: [] for k in ("loss", "dice", "learning_rate")}
+    for epoch in range(int(epochs)):
+        loss, dice = run.epoch()
+        for key, value in zip(history, (loss, dice, run.learning_rate)):
+            history[key].append(float(value))
+        print(f"refit epoch {epoch + 1}/{epochs}: loss {loss:.4f} dice {dice:.4f}", flush=True)
+        if run.schedule.out_of_time():
+            break
+    if out_dir is not None:
+        _save(run.model, history, Path(out_dir))
+    return run.model.eval(), history
 
 
 def _save(model: HeadPromptedSAM, history: dict[str, list[float]], out_dir: Path) -> None:

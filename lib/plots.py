@@ -62,16 +62,18 @@ def calibration(y: np.ndarray, prob: np.ndarray, path: Path, title: str, bins: i
     return save_figure(fig, path)
 
 
-def training_curves(histories: Sequence[Mapping[str, Sequence[float]]], path: Path, title: str) -> Path | None:
-    """Per-epoch curves of every fold (loss and AUC when present); None when no model had epochs."""
+def training_curves(histories: Sequence[Mapping[str, Sequence[float]]], path: Path, title: str,
+                    labels: Sequence[str] | None = None) -> Path | None:
+    """Per-epoch curves of every fold or run (`labels`, default "fold i"); None when no model had epochs."""
+    labels = labels or [f"fold {i}" for i in range(len(histories))]
     keys = sorted({k for h in histories for k, v in h.items() if len(v) > 1 and isinstance(v[0], (int, float))})
     if not keys:
         return None
     fig, axes = plt.subplots(1, len(keys), figsize=(3.5 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        for fold, history in enumerate(histories):
+        for label, history in zip(labels, histories):
             if key in history:
-                ax.plot(history[key], label=f"fold {fold}", alpha=0.8)
+                ax.plot(history[key], label=label, alpha=0.8)
         ax.set(title=key, xlabel="epoch")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)

@@ -13,6 +13,8 @@
    plus detection terms (a mask on a tumour-free slice is a false positive).
 The network: lib.unet's Keras U-Net or DeepLabV3+ from scratch, or
 `litemedsam`, the pretrained LiteMedSAM fine-tuned (lib.medsam_tuning, PyTorch).
+With `--refit` (litemedsam), a fresh model then trains on training + validation slices for the
+epoch count early stopping chose, and that model is tested; the validation-chosen one stays in search/.
 Outputs: model.keras (litemedsam: model.pt), history.csv, predictions/<id>.png for the test part,
 per_image.csv, metrics.json, training curves, best/worst overlays, report.html.
 """
@@ -40,6 +42,7 @@ TUNED = "litemedsam"  # the fine-tuned LiteMedSAM (lib.medsam_tuning, PyTorch)
 ARCHITECTURES = ("unet", "deeplabv3plus", TUNED)  # the first two: Keras, from scratch (lib.unet)
 TUNE_CHOICES = ("all", "top")  # what of LiteMedSAM learns: lib.medsam_tuning.frozen_parts
 OVERLAYS = 16  # best and worst test slices shown
+SEARCH = "search"  # with --refit: the subfolder of the validation-chosen model (model.pt, history.csv)
 
 
 def model_file(architecture: str) -> str:
@@ -64,6 +67,8 @@ def engine(architecture: str) -> ModuleType:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Stage 08 from parsed arguments (see scripts/08_unet_train.py)."""
     out: Path = args.out
+    if args.refit and args.architecture != TUNED:
+        raise SystemExit(f"error: --refit is for --architecture {TUNED}; {args.architecture} has early stopping only")
     df = check_in_dir(args.in_dir, out)
     out.mkdir(parents=True, exist_ok=True)
     rows = with_parts(manifest.rebase(df, args.in_dir, out))
@@ -73,14 +78,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"error: {args.in_dir}: no usable training or validation slices for --masks {args.masks} "
                          f"(train {len(data['train'][0])}, validation {len(data['val'][0])})")
     start = time.perf_counter()
-    model, history, predict = fit(args, data, out)
+    fitted = fit(args, data, out)
     train_seconds = time.perf_counter() - start
     test = rows[rows["part"] == "test"]
-    per_image = score_test(model, test, out, predict, sam)
+    per_image = score_test(fitted.model, test, out, fitted.predict, sam)
     per_image.to_csv(out / "per_image.csv", index=False)
-    metrics = summarise(per_image, rows, data, args, history, train_seconds)
+    metrics = summarise(per_image, rows, data, args, fitted, train_seconds)
     write_json_atomic(out / "metrics.json", metrics)
-    write_report(out, per_image, metrics, history)
+    write_report(out, per_image, metrics, fitted)
     _print_summary(out, metrics)
     return metrics
 
@@ -113,23 +118,46 @@ def _target(row: dict[str, Any], out: Path, masks: str, shape: tuple[int, int]) 
     return read_mask(out / path) if path else None
 
 
-def fit(args: argparse.Namespace, data: dict[str, tuple[list, list]],
-        out: Path) -> tuple[Any, dict[str, list[float]], Callable[[Any, list[np.ndarray]], list[np.ndarray]]]:
-    """Train the chosen network: (model, curves per epoch, its predict(model, images) -> bool masks)."""
-    common = {"epochs": args.epochs, "patience": args.patience, "out_dir": out, "seed": args.seed,
-              "minutes": args.time_budget}
+class Fitted(NamedTuple):
+    """A trained 08 network: the model to test, its predict(model, images) -> bool masks, and curves per epoch.
+
+    `history` is the early-stopping run's; with --refit, `refit` holds the curves of the model tested."""
+
+    model: Any
+    history: dict[str, list[float]]
+    predict: Callable[[Any, list[np.ndarray]], list[np.ndarray]]
+    refit: dict[str, list[float]] | None = None
+
+
+def fit(args: argparse.Namespace, data: dict[str, tuple[list, list]], out: Path) -> Fitted:
+    """Train the chosen network; with --refit (litemedsam), train it again on training + validation slices."""
+    common = {"epochs": args.epochs, "patience": args.patience, "seed": args.seed, "minutes": args.time_budget}
     if args.architecture == TUNED:
         from lib import medsam_tuning  # PyTorch; built before anything imports Keras (see lib.medsam)
 
-        model, history = medsam_tuning.train(*data["train"], *data["val"], tune=args.tune,
-                                             batch_size=args.batch_size or medsam_tuning.BATCH_SIZE, **common)
-        return model, history, medsam_tuning.predict
+        batch_size = args.batch_size or medsam_tuning.BATCH_SIZE
+        model, history = medsam_tuning.train(*data["train"], *data["val"], tune=args.tune, batch_size=batch_size,
+                                             out_dir=out / SEARCH if args.refit else out, **common)
+        if not args.refit:
+            return Fitted(model, history, medsam_tuning.predict)
+        epochs = best_epoch(history, medsam_tuning.WARMUP_EPOCHS) + 1
+        images, masks = (data["train"][0] + data["val"][0], data["train"][1] + data["val"][1])
+        print(f"refit: {epochs} epochs (validation's choice) on {len(images)} training + validation slices", flush=True)
+        model, refit_history = medsam_tuning.refit(images, masks, epochs, batch_size, out, args.seed, tune=args.tune,
+                                                   minutes=args.time_budget)
+        return Fitted(model, history, medsam_tuning.predict, refit_history)
     from lib import unet  # Keras loads only when there is something to train
 
     model, history = unet.train(*data["train"], *data["val"], architecture=args.architecture,
                                 image_size=args.image_size, batch_size=args.batch_size or unet.BATCH_SIZE,
-                                width=args.width, **common)
-    return model, history, unet.predict
+                                width=args.width, out_dir=out, **common)
+    return Fitted(model, history, unet.predict)
+
+
+def best_epoch(history: dict[str, list[float]], warmup: int) -> int:
+    """The epoch (from 0) whose weights early stopping kept: the best val_dice from `warmup` on, else the last."""
+    watched = history.get("val_dice", [])[warmup:]
+    return warmup + int(np.argmax(watched)) if watched else len(history.get("val_dice", [])) - 1
 
 
 def _refiner(refine: str | None) -> Any:
@@ -192,11 +220,11 @@ def score_test(model: Any, test: pd.DataFrame, out: Path,
 
 
 def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple[list, list]],
-              args: argparse.Namespace, history: dict[str, list[float]], seconds: float) -> dict[str, Any]:
+              args: argparse.Namespace, fitted: Fitted, seconds: float) -> dict[str, Any]:
+    """metrics.json: the test scores and how the model was trained (best_val_dice is the early-stopping run's)."""
     scores = mask_metrics.summary(per_image) if len(per_image) else {}
-    tuned, warmup = args.architecture == TUNED, engine(args.architecture).WARMUP_EPOCHS
-    watched = history.get("val_dice", [])[warmup:]  # early stopping restores from here on
-    best = warmup + int(np.argmax(watched)) if watched else len(history.get("val_dice", [])) - 1
+    tuned, history = args.architecture == TUNED, fitted.history
+    best = best_epoch(history, engine(args.architecture).WARMUP_EPOCHS)
     best = None if best < 0 else best
     return {
         "masks": args.masks, "architecture": args.architecture, "tune": args.tune if tuned else None,
@@ -207,6 +235,8 @@ def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple
         "trained_on": len(data["train"][0]), "validated_on": len(data["val"][0]),
         "epochs_run": len(history.get("loss", [])), "best_epoch": None if best is None else best + 1,
         "best_val_dice": None if best is None else round(float(history["val_dice"][best]), 4),
+        "refit": None if fitted.refit is None else {"epochs": len(fitted.refit["loss"]),
+                                                    "slices": len(data["train"][0]) + len(data["val"][0])},
         "train_seconds": round(seconds, 1), "test": {k: _round(v) for k, v in scores.items()},
         **_refine_summary(per_image),
     }
@@ -254,9 +284,11 @@ def _round(value: Any) -> Any:
 # --- report -------------------------------------------------------------------------------
 
 
-def write_report(out: Path, per_image: pd.DataFrame, metrics: dict[str, Any],
-                 history: dict[str, list[float]]) -> Path:
-    curves = plots.training_curves([history], out / "training.png", "08: training curves")
+def write_report(out: Path, per_image: pd.DataFrame, metrics: dict[str, Any], fitted: Fitted) -> Path:
+    histories, labels = [fitted.history], ["early stopping on validation"]
+    if fitted.refit is not None:
+        histories, labels = histories + [fitted.refit], labels + ["refit on training + validation"]
+    curves = plots.training_curves(histories, out / "training.png", "08: training curves", labels)
     tumour = per_image[per_image["true_pixels"] > 0].sort_values("dice")
     sheets = []
     for name, chosen in (("worst", tumour.head(OVERLAYS)), ("best", tumour.tail(OVERLAYS).iloc[::-1])):
@@ -285,6 +317,9 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
     t = m["test"]
     print(f"08_unet_train ({m['architecture']} on {m['masks']} masks, {m['trained_on']} training slices, "
           f"{m['epochs_run']} epochs, {m['train_seconds']:.0f} s) -> {out}")
+    if m["refit"]:
+        print(f"  refit: {m['refit']['epochs']} epochs on {m['refit']['slices']} training + validation slices "
+              f"(best validation Dice {m['best_val_dice']} at epoch {m['best_epoch']} of the first run, in {SEARCH}/)")
     if t and not t["tumour_images"]:
         print(f"  test part has no true tumour masks; false-positive masks on {t['false_positive_images']}"
               f"/{t['tumour_free_images']} tumour-free slices")

@@ -3,7 +3,8 @@
 Split by contiguous index ranges (70 % train, 10 % validation, 20 % test per
 block of consecutive indices), early stopping on validation Dice. Writes
 model.keras (litemedsam: model.pt), history.csv, predictions/ (test part), per_image.csv (Dice, IoU,
-HD95), metrics.json, training.png, overlays_best/worst.png and report.html.
+HD95), metrics.json, training.png, overlays_best/worst.png and report.html; with --refit also search/
+(the early-stopped model and its curves).
 
     python scripts/08_unet_train.py --in data/07_sam_label --out data/08_unet_train [--masks pseudo|truth]
 """
@@ -32,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=16, help="filters of the first level (16: 144 k weights; 32: ~4x)")
     p.add_argument("--batch-size", type=int, default=None, help="default 16, litemedsam 8")
     p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
-                   help="stop training after this many minutes (best weights kept); for Kaggle or lent GPUs")
+                   help="stop training after this many minutes (best weights kept); for Kaggle or lent GPUs "
+                        "(with --refit, each of the two runs)")
+    p.add_argument("--refit", action="store_true",
+                   help="litemedsam: after early stopping has chosen the epoch count, train a fresh model on "
+                        "training + validation slices for that many epochs and test it (the first model is "
+                        "kept in search/); about twice the training time")
     p.add_argument("--refine", default=None, choices=["sam"],
                    help="test masks redrawn by LiteMedSAM in the box of each predicted mask, kept when they pass "
                         "07's quality check (scored both ways)")

@@ -81,3 +81,29 @@ def test_fine_tuned_litemedsam_is_an_08_architecture(run: Path, tmp_path: Path) 
         tumour = part[part["true_pixels"] > 0]
         assert table["by_group"]["08"][kind]["images"] == len(part)
         assert tumour.empty or abs(table["by_group"]["08"][kind]["dice_mean"] - tumour["dice"].mean()) < 1e-6
+
+
+def test_refit_tests_a_model_trained_on_training_and_validation_slices(run: Path, tmp_path: Path) -> None:  # noqa: F811
+    import torch
+
+    out = tmp_path / "08"
+    stage("08_unet_train.py", "--in", str(run / "04"), "--out", str(out), "--masks", "truth",
+          "--architecture", "litemedsam", "--epochs", "1", "--batch-size", "4", "--refit")
+    metrics = json.loads((out / "metrics.json").read_text())
+    both = metrics["trained_on"] + metrics["validated_on"]
+    assert metrics["refit"] == {"epochs": metrics["best_epoch"], "slices": both}
+    assert metrics["best_val_dice"] is not None  # the early-stopping run's, kept in search/
+    search = pd.read_csv(out / "search" / "history.csv")
+    refit = pd.read_csv(out / "history.csv")
+    assert "val_dice" in search and "val_dice" not in refit and len(refit) == metrics["refit"]["epochs"]
+    first, tested = (torch.load(path, weights_only=True) for path in (out / "search" / "model.pt", out / "model.pt"))
+    assert any(not torch.equal(first[k], tested[k]) for k in tested)  # two models, the refit one tested
+    assert len(pd.read_csv(out / "per_image.csv")) == metrics["split"]["test"]
+
+
+def test_refit_is_refused_for_networks_trained_from_scratch(run: Path, tmp_path: Path) -> None:  # noqa: F811
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "08_unet_train.py"), "--in", str(run / "04"),
+                             "--out", str(tmp_path / "08"), "--masks", "truth", "--refit"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "--refit is for --architecture litemedsam" in result.stderr
+    assert not (tmp_path / "08").exists()  # refused before anything was written

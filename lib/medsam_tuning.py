@@ -317,7 +317,7 @@ def refit(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], epochs: int
     refined 0.799 / 0.815) against a mean of 0.770 (refined 0.790) for four seeds trained on the
     training part alone (CPU scratch script on cached lower-stage outputs, mirror augmentation only).
     Through 08 --refit (CPU, 2 epochs, seed 0): 0.745 (refined 0.751) against 0.720 (0.728) for the
-    early-stopped model it started from.
+    same run's early-stopped model, which chose the 2 epochs (the refit starts afresh, not from it).
     Nothing is left to validate on, so the last weights are kept and the curves have no val_ columns.
     The cosine schedule spans `epochs` (and `minutes`, whichever ends first), as in `train`.
     """

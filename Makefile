@@ -105,6 +105,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_classify.py
 	$(PY) bench/bench_predict.py
 	$(PY) bench/bench_demo.py
+	$(PY) bench/bench_medsam_tuning.py
 
 clean-data:
 	rm -rf $(DATA)

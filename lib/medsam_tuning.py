@@ -19,8 +19,8 @@ figshare_seg (index-range split, 88 test slices, true masks, flip averaging), on
 by 8 runs of 3 min, seeds 0-5: "top" 0.764-0.799 test Dice (mean 0.782; 9 epochs, validation
 0.80-0.86), "all" 0.756-0.788 (mean 0.772; 5 epochs, validation 0.77-0.80); the whole model
 got no better with 7 min = 17 epochs on an H100 (0.776-0.794, earlier). A step of "top" costs
-a third of the whole model's on a CPU (2.0 vs 6.4-6.7 s per slice), where 4 epochs take 63 min
-(0.752). With --refine sam: "top" 0.783-0.809 (mean 0.797), "all" 0.741-0.809 (mean 0.784); the
+a third of the whole model's on a CPU (2.0 vs 6.4-6.7 s per slice in float32), where 4 epochs take
+63 min (0.752); bfloat16 (precision "auto" on a CPU with AVX512-BF16) cuts a step 2.3x. With --refine sam: "top" 0.783-0.809 (mean 0.797), "all" 0.741-0.809 (mean 0.784); the
 mean of the six "top" models' maps 0.793, refined 0.803; of all twelve 0.798, refined 0.813.
 The Keras U-Net from scratch: 0.66-0.68. Gliomas are where it falls short (0.34-0.44 over 13
 slices, meningioma 0.83-0.90): on one patient's dark, non-enhancing tumour (cheng_2317-2320) no
@@ -51,6 +51,7 @@ from lib import medsam
 from lib.candidates import mask_box
 from lib.io import to_grey
 from lib.paired_augment import PairedAugment
+from lib.torch_checkpoint import TrainingCheckpoint, fingerprint
 
 # --- parameters ------------------------------------------------------------------
 
@@ -69,6 +70,8 @@ TUNE = "top"  # what learns by default (frozen_parts): as good as "all" on the G
 # Not rotations: adding the maps of the slice turned by 90 and 270 degrees lowered validation Dice
 # (0.835 -> 0.807 and 0.802 -> 0.779 for two --tune top models on the 2-core CPU; test 0.776 -> 0.755, 0.752 -> 0.739)
 FLIP_AVERAGE = True
+PRECISIONS = ("auto", "float32", "bfloat16")  # see uses_bf16
+PRECISION = "auto"
 
 
 # --- slices in the encoder's frame -----------------------------------------------
@@ -101,9 +104,9 @@ def head_boxes(frames: np.ndarray) -> np.ndarray:
 class HeadPromptedSAM(torch.nn.Module):
     """LiteMedSAM with the head box as its only prompt: frames (B, 1, 256, 256) -> logits (B, 1, 256, 256)."""
 
-    def __init__(self, net: medsam.LiteMedSAM) -> None:
+    def __init__(self, net: medsam.LiteMedSAM, bf16: bool = False) -> None:
         super().__init__()
-        self.net = net
+        self.net, self.bf16 = net, bf16  # bf16: run under bfloat16 autocast (see precision)
 
     def forward(self, frames: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         embedding = self.net.image_encoder(frames.expand(-1, 3, -1, -1))
@@ -114,23 +117,43 @@ class HeadPromptedSAM(torch.nn.Module):
         return logits
 
 
-def _bf16() -> bool:
-    """bfloat16 autocast only where the GPU has it (Ampere and later); Kaggle's T4 and P100 train in float32."""
-    return medsam.default_device() == "cuda" and torch.cuda.is_bf16_supported()
+def bf16_native(device: str) -> bool:
+    """Whether `device` computes bfloat16 natively: CUDA since Ampere; CPUs with AVX512-BF16 or AMX (oneDNN)."""
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a PyTorch build without oneDNN
+        return False
 
 
-def build() -> HeadPromptedSAM:
+def uses_bf16(precision: str = PRECISION, device: str | None = None) -> bool:
+    """Whether a model of this precision runs under bfloat16 autocast on `device` (default: the default device).
+
+    Why "auto" takes bfloat16 wherever it is native: the GPU runs measured in the module docstring
+    trained in it, and on a CPU with AVX512-BF16 a training step takes less than half the float32
+    time (bench/bench_medsam_tuning.py). Elsewhere (Kaggle's T4 and P100, older CPUs) it would be
+    emulated and slower, so "auto" keeps float32 there.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "auto":
+        return bf16_native(device or medsam.default_device())
+    return precision == "bfloat16"
+
+
+def build(precision: str = PRECISION) -> HeadPromptedSAM:
     """A fresh model from LiteMedSAM's packaged weights (ModelUnavailable when they are missing)."""
-    return HeadPromptedSAM(medsam.network()).to(medsam.default_device())
+    return HeadPromptedSAM(medsam.network(), uses_bf16(precision)).to(medsam.default_device())
 
 
-def load(path: Path | str) -> HeadPromptedSAM:
+def load(path: Path | str, precision: str = PRECISION) -> HeadPromptedSAM:
     """A model saved by `train` (model.pt, or its folder), in eval mode."""
     path = Path(path)
     path = path / MODEL_FILE if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no fine-tuned LiteMedSAM here; train one with 08 --architecture litemedsam")
-    model = build()
+    model = build(precision)
     model.load_state_dict(torch.load(path, map_location=medsam.default_device(), weights_only=True))
     return model.eval()
 
@@ -161,7 +184,7 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 def _logits(model: HeadPromptedSAM, frames: np.ndarray, boxes: np.ndarray | None = None) -> torch.Tensor:
     """The model's logits for frames (N, 256, 256); boxes default to each frame's head box."""
     boxes = head_boxes(frames) if boxes is None else boxes
-    with torch.autocast(medsam.default_device(), dtype=torch.bfloat16, enabled=_bf16()):
+    with torch.autocast(medsam.default_device(), dtype=torch.bfloat16, enabled=model.bf16):
         return model(_tensor(frames), torch.as_tensor(boxes).to(medsam.default_device())).float()
 
 
@@ -207,7 +230,14 @@ class Schedule:
         return self.base * (MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * min(progress, 1))))
 
     def out_of_time(self) -> bool:
-        return self.seconds is not None and time.perf_counter() - self.start > self.seconds
+        return self.seconds is not None and self.elapsed() > self.seconds
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def resume(self, step: int, elapsed: float) -> None:
+        """Continue a checkpointed schedule: its step, and the time it had used (the budget spans both runs)."""
+        self.step, self.start = int(step), time.perf_counter() - float(elapsed)
 
 
 def frozen_parts(model: HeadPromptedSAM, tune: str) -> list[torch.nn.Module]:
@@ -229,10 +259,10 @@ class _Run:
     """What train and refit share: framed slices, a fresh model with its frozen parts, AdamW and the schedule."""
 
     def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], epochs: int, batch_size: int,
-                 seed: int, learning_rate: float, minutes: float | None, tune: str) -> None:
+                 seed: int, learning_rate: float, minutes: float | None, tune: str, precision: str) -> None:
         torch.manual_seed(seed)
         self.x, self.y = frame_images(images)[..., None], frame_masks(masks)[..., None]
-        self.model, self.batch_size = build(), batch_size
+        self.model, self.batch_size = build(precision), batch_size
         self.frozen = frozen_parts(self.model, tune)
         for part in self.frozen:
             part.requires_grad_(False)
@@ -240,6 +270,30 @@ class _Run:
         self.optimizer = torch.optim.AdamW(learning, lr=learning_rate, weight_decay=WEIGHT_DECAY)
         self.schedule = Schedule(learning_rate, int(epochs) * math.ceil(len(self.x) / batch_size), minutes)
         self.augment, self.rng = PairedAugment(seed=seed + 1), np.random.default_rng(seed)
+        self.options = {"epochs": int(epochs), "batch_size": batch_size, "seed": seed, "learning_rate": learning_rate,
+                        "minutes": minutes, "tune": tune, "bf16": self.model.bf16}
+
+    def checkpoint(self, folder: Path | None, fresh: bool, *validation: np.ndarray,
+                   **options: object) -> TrainingCheckpoint:
+        """This run's checkpoint in `folder`: its identity is the options and the slices (and validation slices)."""
+        identity = {**self.options, **options, "slices": fingerprint(self.x, self.y, *validation)}
+        return TrainingCheckpoint(folder, identity, fresh)
+
+    def state(self) -> dict[str, object]:
+        """Everything the next epoch depends on: weights, optimizer moments, schedule, random generators."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "step": self.schedule.step, "elapsed": self.schedule.elapsed(),
+                "order_rng": self.rng.bit_generator.state, "augment_rng": self.augment.rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state()}
+
+    def restore(self, state: dict) -> None:
+        """Continue from `state` (see state): the resumed epochs draw what the uninterrupted run would have."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.resume(state["step"], state["elapsed"])
+        self.rng.bit_generator.state = state["order_rng"]
+        self.augment.rng.bit_generator.state = state["augment_rng"]
+        torch.set_rng_state(state["torch_rng"])
 
     def epoch(self) -> tuple[float, float]:
         """One pass over the slices in random order: (mean loss, mean hard Dice)."""
@@ -272,20 +326,35 @@ def train(train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
           val_images: Sequence[np.ndarray], val_masks: Sequence[np.ndarray], epochs: int = EPOCHS,
           batch_size: int = BATCH_SIZE, patience: int = PATIENCE, out_dir: Path | None = None, seed: int = 0,
           *, learning_rate: float = LEARNING_RATE, minutes: float | None = None,
-          warmup_epochs: int = WARMUP_EPOCHS, tune: str = TUNE) -> tuple[HeadPromptedSAM, dict[str, list[float]]]:
+          warmup_epochs: int = WARMUP_EPOCHS, tune: str = TUNE, precision: str = PRECISION,
+          fresh: bool = False) -> tuple[HeadPromptedSAM, dict[str, list[float]]]:
     """Fine-tune LiteMedSAM; (the model with its best-validation-Dice weights, the curves per epoch).
 
     Same contract as lib.unet.train: early stopping watches val_dice from `warmup_epochs` on,
     `minutes` caps the wall time, and with out_dir: out_dir/model.pt and out_dir/history.csv.
-    `tune` ("all" or "top", see frozen_parts) says which parts learn.
+    `tune` ("all" or "top", see frozen_parts) says which parts learn; `precision` see uses_bf16.
+    With out_dir, out_dir/checkpoint.pt is written after every epoch (lib.torch_checkpoint): a
+    rerun with the same options and slices resumes after the last finished epoch and draws what
+    the uninterrupted run would have; once finished it returns the saved model at once. `fresh`
+    ignores the checkpoint (08 --force).
     """
     if len(train_images) == 0 or len(val_images) == 0:
         raise ValueError("train needs at least one training and one validation slice")
-    run = _Run(train_images, train_masks, epochs, batch_size, seed, learning_rate, minutes, tune)
+    run = _Run(train_images, train_masks, epochs, batch_size, seed, learning_rate, minutes, tune, precision)
     x_val, y_val = frame_images(val_images), frame_masks(val_masks)
+    checkpoint = run.checkpoint(out_dir, fresh, x_val, y_val, patience=patience, warmup_epochs=warmup_epochs)
+    saved = checkpoint.load()
+    if _finished(saved, out_dir):
+        return load(out_dir, precision), saved["history"]
     history: dict[str, list[float]] = {k: [] for k in ("loss", "dice", "val_loss", "val_dice", "learning_rate")}
     best, best_state, waited = -1.0, None, 0
-    for epoch in range(int(epochs)):
+    if saved:
+        run.restore(saved["run"])
+        history, best, best_state, waited = saved["history"], saved["best"], saved["best_state"], saved["waited"]
+        print(f"resuming after epoch {len(history['loss'])} of {epochs} ({checkpoint.path})", flush=True)
+    for epoch in range(len(history["loss"]), int(epochs)):
+        if waited >= patience or run.schedule.out_of_time():
+            break
         loss, dice = run.epoch()
         val_loss, val_dice = _evaluate(run.model, x_val, y_val)
         for key, value in zip(history, (loss, dice, val_loss, val_dice, run.learning_rate)):
@@ -297,17 +366,27 @@ def train(train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
             best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
         else:
             waited += 1
-        if waited >= patience or run.schedule.out_of_time():
-            break
+        checkpoint.save({"run": run.state(), "history": history, "best": best, "best_state": best_state,
+                         "waited": waited})
     run.model.load_state_dict(best_state)
     if out_dir is not None:
         _save(run.model, history, Path(out_dir))
+        checkpoint.save({"finished": True, "history": history})  # the weights are in model.pt now
     return run.model.eval(), history
+
+
+def _finished(saved: dict | None, out_dir: Path | None) -> bool:
+    """Whether an earlier run with the same identity completed (its model.pt is still there): nothing to train."""
+    done = bool(saved and saved.get("finished") and out_dir is not None and (Path(out_dir) / MODEL_FILE).is_file())
+    if done:
+        print(f"{out_dir}: already trained by an earlier run with these options and slices (--force to retrain)")
+    return done
 
 
 def refit(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], epochs: int, batch_size: int = BATCH_SIZE,
           out_dir: Path | None = None, seed: int = 0, *, learning_rate: float = LEARNING_RATE,
-          minutes: float | None = None, tune: str = TUNE) -> tuple[HeadPromptedSAM, dict[str, list[float]]]:
+          minutes: float | None = None, tune: str = TUNE, precision: str = PRECISION,
+          fresh: bool = False) -> tuple[HeadPromptedSAM, dict[str, list[float]]]:
     """Fine-tune afresh on every labelled slice for a fixed number of epochs; (the last weights, the curves).
 
     Why: early stopping needs validation slices the model never learns from, but once `train`
@@ -319,21 +398,32 @@ def refit(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], epochs: int
     Through 08 --refit (CPU, 2 epochs, seed 0): 0.745 (refined 0.751) against 0.720 (0.728) for the
     same run's early-stopped model, which chose the 2 epochs (the refit starts afresh, not from it).
     Nothing is left to validate on, so the last weights are kept and the curves have no val_ columns.
-    The cosine schedule spans `epochs` (and `minutes`, whichever ends first), as in `train`.
+    The cosine schedule spans `epochs` (and `minutes`, whichever ends first), as in `train`, and it
+    checkpoints and resumes as `train` does.
     """
     if len(images) == 0 or int(epochs) < 1:
         raise ValueError("refit needs at least one slice and one epoch")
-    run = _Run(images, masks, epochs, batch_size, seed, learning_rate, minutes, tune)
+    run = _Run(images, masks, epochs, batch_size, seed, learning_rate, minutes, tune, precision)
+    checkpoint = run.checkpoint(out_dir, fresh, refit=True)
+    saved = checkpoint.load()
+    if _finished(saved, out_dir):
+        return load(out_dir, precision), saved["history"]
     history: dict[str, list[float]] = {k: [] for k in ("loss", "dice", "learning_rate")}
-    for epoch in range(int(epochs)):
+    if saved:
+        run.restore(saved["run"])
+        history = saved["history"]
+        print(f"resuming the refit after epoch {len(history['loss'])} of {epochs} ({checkpoint.path})", flush=True)
+    for epoch in range(len(history["loss"]), int(epochs)):
+        if run.schedule.out_of_time():
+            break
         loss, dice = run.epoch()
         for key, value in zip(history, (loss, dice, run.learning_rate)):
             history[key].append(float(value))
         print(f"refit epoch {epoch + 1}/{epochs}: loss {loss:.4f} dice {dice:.4f}", flush=True)
-        if run.schedule.out_of_time():
-            break
+        checkpoint.save({"run": run.state(), "history": history})
     if out_dir is not None:
         _save(run.model, history, Path(out_dir))
+        checkpoint.save({"finished": True, "history": history})
     return run.model.eval(), history
 
 

@@ -15,6 +15,7 @@ The network: lib.unet's Keras U-Net or DeepLabV3+ from scratch, or
 `litemedsam`, the pretrained LiteMedSAM fine-tuned (lib.medsam_tuning, PyTorch).
 With `--refit` (litemedsam), a fresh model then trains on training + validation slices for the
 epoch count early stopping chose, and that model is tested; the validation-chosen one stays in search/.
+litemedsam training checkpoints every epoch (checkpoint.pt): a rerun resumes it, --force starts afresh.
 Outputs: model.keras (litemedsam: model.pt), history.csv, predictions/<id>.png for the test part,
 per_image.csv, metrics.json, training curves, best/worst overlays, report.html.
 """
@@ -41,6 +42,7 @@ MASK_SOURCES = ("pseudo", "truth")
 TUNED = "litemedsam"  # the fine-tuned LiteMedSAM (lib.medsam_tuning, PyTorch)
 ARCHITECTURES = ("unet", "deeplabv3plus", TUNED)  # the first two: Keras, from scratch (lib.unet)
 TUNE_CHOICES = ("all", "top")  # what of LiteMedSAM learns: lib.medsam_tuning.frozen_parts
+PRECISIONS = ("auto", "float32", "bfloat16")  # litemedsam: lib.medsam_tuning.uses_bf16
 OVERLAYS = 16  # best and worst test slices shown
 SEARCH = "search"  # with --refit: the subfolder of the validation-chosen model (model.pt, history.csv)
 
@@ -136,7 +138,8 @@ def fit(args: argparse.Namespace, data: dict[str, tuple[list, list]], out: Path)
         from lib import medsam_tuning  # PyTorch; built before anything imports Keras (see lib.medsam)
 
         batch_size = args.batch_size or medsam_tuning.BATCH_SIZE
-        model, history = medsam_tuning.train(*data["train"], *data["val"], tune=args.tune, batch_size=batch_size,
+        common |= {"tune": args.tune, "precision": args.precision, "fresh": args.force}  # else resume
+        model, history = medsam_tuning.train(*data["train"], *data["val"], batch_size=batch_size,
                                              out_dir=out / SEARCH if args.refit else out, **common)
         if not args.refit:
             return Fitted(model, history, medsam_tuning.predict)
@@ -144,7 +147,8 @@ def fit(args: argparse.Namespace, data: dict[str, tuple[list, list]], out: Path)
         images, masks = (data["train"][0] + data["val"][0], data["train"][1] + data["val"][1])
         print(f"refit: {epochs} epochs (validation's choice) on {len(images)} training + validation slices", flush=True)
         model, refit_history = medsam_tuning.refit(images, masks, epochs, batch_size, out, args.seed, tune=args.tune,
-                                                   minutes=args.time_budget)
+                                                   minutes=args.time_budget, precision=args.precision,
+                                                   fresh=args.force)
         return Fitted(model, history, medsam_tuning.predict, refit_history)
     from lib import unet  # Keras loads only when there is something to train
 
@@ -228,6 +232,7 @@ def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple
     best = None if best < 0 else best
     return {
         "masks": args.masks, "architecture": args.architecture, "tune": args.tune if tuned else None,
+        "precision": _precision(args.precision) if tuned else None,
         "image_size": engine(TUNED).FRAME if tuned else args.image_size, "width": None if tuned else args.width,
         "time_budget_minutes": args.time_budget,
         "backend": _backend(args.architecture),
@@ -249,6 +254,11 @@ def _refine_summary(per_image: pd.DataFrame) -> dict[str, Any]:
     tumour = per_image[per_image["true_pixels"] > 0]
     return {"refine": "sam", "dice_mean_unrefined": _round(float(tumour["dice_unrefined"].mean())),
             "refine_status": {str(k): int(v) for k, v in per_image["refine_status"].value_counts().items()}}
+
+
+def _precision(precision: str) -> str:
+    """What --precision chose on this machine: "bfloat16" or "float32" (timings and scores depend on it)."""
+    return "bfloat16" if engine(TUNED).uses_bf16(precision) else "float32"
 
 
 def _backend(architecture: str) -> str:

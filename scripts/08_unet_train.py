@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tune", default="top", choices=unet_stage.TUNE_CHOICES,
                    help="litemedsam: fine-tune only the encoder's last stage and the decoder (lower stages "
                         "frozen: a third of the CPU time per step, as good on figshare), or the whole model")
+    p.add_argument("--precision", default="auto", choices=unet_stage.PRECISIONS,
+                   help="litemedsam: auto = bfloat16 where the GPU or CPU computes it natively (about 2.2x "
+                        "faster per step on an AVX512-BF16 CPU), else float32")
     p.add_argument("--image-size", type=int, default=128, help="network input side in pixels (litemedsam: 256)")
     p.add_argument("--epochs", type=int, default=40, help="upper limit; early stopping on validation Dice")
     p.add_argument("--patience", type=int, default=8, help="epochs without a better validation Dice before stopping")

@@ -77,6 +77,21 @@ def test_saved_weights_give_the_same_masks_at_each_slices_own_size(tuned: tuple)
         assert (a == b).mean() > 0.999
 
 
+def test_bfloat16_runs_where_asked_or_native_and_draws_the_float32_masks(tuned: tuple) -> None:
+    _, _, out, images, _, _ = tuned
+    assert medsam_tuning.uses_bf16("auto", "cpu") == medsam_tuning.bf16_native("cpu")
+    assert not medsam_tuning.uses_bf16("float32") and medsam_tuning.uses_bf16("bfloat16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        medsam_tuning.uses_bf16("fp8")
+    exact, fast = medsam_tuning.load(out, "float32"), medsam_tuning.load(out, "bfloat16")
+    assert not exact.bf16 and fast.bf16
+    first = medsam_tuning.predict_proba(exact, images[:2], flip=False)
+    second = medsam_tuning.predict_proba(fast, images[:2], flip=False)
+    for a, b in zip(first, second):
+        assert 0 < a.max() and np.abs(a - b).mean() < 0.02
+        assert mask_metrics.dice(a > 0.5, b > 0.5) > 0.9
+
+
 def test_a_missing_model_file_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="08 --architecture litemedsam"):
         medsam_tuning.load(tmp_path)
@@ -118,3 +133,42 @@ def test_refit_trains_a_fresh_model_on_every_slice_for_the_epochs_given(tmp_path
                zip(medsam_tuning.predict(model, images[:2]), medsam_tuning.predict(again, images[:2])))
     with pytest.raises(ValueError, match="one epoch"):
         medsam_tuning.refit(images, masks, epochs=0)
+
+
+def test_a_killed_run_resumes_after_its_last_epoch_and_ends_as_the_uninterrupted_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _available()
+    rng = np.random.default_rng(3)
+    slices = [phantom.make_slice(rng, 1) for _ in range(2)]
+    images, masks = [s.image for s in slices], [s.tumor_mask for s in slices]
+    options = {"epochs": 2, "batch_size": 2, "tune": "top", "warmup_epochs": 0}
+    _, whole = medsam_tuning.train(images, masks, images[:1], masks[:1], out_dir=tmp_path / "whole", **options)
+
+    epochs_run, real_epoch = [], medsam_tuning._Run.epoch
+
+    def killed_in_epoch_2(run: object) -> tuple[float, float]:
+        epochs_run.append(1)
+        if len(epochs_run) == 2:
+            raise KeyboardInterrupt  # as a kill between two epochs' checkpoints
+        return real_epoch(run)
+
+    monkeypatch.setattr(medsam_tuning._Run, "epoch", killed_in_epoch_2)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        medsam_tuning.train(images, masks, images[:1], masks[:1], out_dir=out, **options)
+    assert (out / "checkpoint.pt").is_file() and not (out / "model.pt").exists()
+    monkeypatch.setattr(medsam_tuning._Run, "epoch", real_epoch)
+    model, resumed = medsam_tuning.train(images, masks, images[:1], masks[:1], out_dir=out, **options)
+    for key in whole:  # the resumed epoch drew the same batches and augmentation from the same weights
+        assert resumed[key] == pytest.approx(whole[key], rel=1e-4, abs=1e-6), key
+
+    monkeypatch.setattr(medsam_tuning._Run, "epoch", killed_in_epoch_2)  # must not be called again
+    epochs_run.clear()
+    again, history = medsam_tuning.train(images, masks, images[:1], masks[:1], out_dir=out, **options)
+    assert not epochs_run and history == resumed  # finished: the saved model, nothing trained
+    assert all((a == b).all() for a, b in zip(medsam_tuning.predict(model, images), medsam_tuning.predict(again, images)))
+    with pytest.raises(KeyboardInterrupt):  # --force: trains afresh although the run finished
+        medsam_tuning.train(images, masks, images[:1], masks[:1], out_dir=out, fresh=True, **options)
+    epochs_run.clear()
+    with pytest.raises(KeyboardInterrupt):  # another seed is another run: afresh, not from epoch 1's checkpoint
+        medsam_tuning.train(images, masks, images[:1], masks[:1], out_dir=out, seed=1, **options)

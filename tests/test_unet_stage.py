@@ -56,6 +56,10 @@ def test_fine_tuned_litemedsam_is_an_08_architecture(run: Path, tmp_path: Path) 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["architecture"] == "litemedsam" and metrics["image_size"] == 256 and metrics["tune"] == "top"
     assert metrics["backend"].startswith("torch/") and metrics["epochs_run"] == 1
+    from lib import medsam, medsam_tuning
+
+    native = medsam_tuning.bf16_native(medsam.default_device())  # --precision auto: bfloat16 where native
+    assert metrics["precision"] == ("bfloat16" if native else "float32")
     assert (out / "model.pt").is_file() and not (out / "model.keras").exists()
     per_image = pd.read_csv(out / "per_image.csv")
     assert len(per_image) == metrics["split"]["test"] and per_image["dice"].between(0, 1).all()
@@ -99,6 +103,11 @@ def test_refit_tests_a_model_trained_on_training_and_validation_slices(run: Path
     first, tested = (torch.load(path, weights_only=True) for path in (out / "search" / "model.pt", out / "model.pt"))
     assert any(not torch.equal(first[k], tested[k]) for k in tested)  # two models, the refit one tested
     assert len(pd.read_csv(out / "per_image.csv")) == metrics["split"]["test"]
+    rerun = stage("08_unet_train.py", "--in", str(run / "04"), "--out", str(out), "--masks", "truth",
+                  "--architecture", "litemedsam", "--epochs", "1", "--batch-size", "4", "--refit")
+    assert rerun.stdout.count("already trained by an earlier run") == 2  # both runs' checkpoints: nothing retrained
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["test"] == metrics["test"] and again["refit"] == metrics["refit"]
 
 
 def test_refit_is_refused_for_networks_trained_from_scratch(run: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -120,7 +120,7 @@ class HeadPromptedSAM(torch.nn.Module):
 def bf16_native(device: str) -> bool:
     """Whether `device` computes bfloat16 natively: CUDA since Ampere; CPUs with AVX512-BF16 or AMX (oneDNN)."""
     if device == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)  # a T4 or P100 would only emulate it
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a PyTorch build without oneDNN

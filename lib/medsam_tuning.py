@@ -20,7 +20,8 @@ by 8 runs of 3 min, seeds 0-5: "top" 0.764-0.799 test Dice (mean 0.782; 9 epochs
 0.80-0.86), "all" 0.756-0.788 (mean 0.772; 5 epochs, validation 0.77-0.80); the whole model
 got no better with 7 min = 17 epochs on an H100 (0.776-0.794, earlier). A step of "top" costs
 a third of the whole model's on a CPU (2.0 vs 6.4-6.7 s per slice in float32), where 4 epochs take
-63 min (0.752); bfloat16 (precision "auto" on a CPU with AVX512-BF16) cuts a step 2.3x. With
+63 min (0.752); bfloat16 (precision "auto" on a CPU with AVX512-BF16) cuts a step 2.3x and
+scores as float32 does (08 --refit, 2 epochs, seed 0: 0.743 vs 0.745, refined 0.742 vs 0.751). With
 --refine sam: "top" 0.783-0.809 (mean 0.797), "all" 0.741-0.809 (mean 0.784); the mean of the
 six "top" models' maps 0.793, refined 0.803; of all twelve 0.798, refined 0.813.
 The Keras U-Net from scratch: 0.66-0.68. Gliomas are where it falls short (0.34-0.44 over 13

@@ -15,6 +15,7 @@ The network: lib.unet's Keras U-Net or DeepLabV3+ from scratch, or
 `litemedsam`, the pretrained LiteMedSAM fine-tuned (lib.medsam_tuning, PyTorch).
 With `--refit` (litemedsam), a fresh model then trains on training + validation slices for the
 epoch count early stopping chose, and that model is tested; the validation-chosen one stays in search/.
+With `--refit-epochs N` that fresh model trains for N epochs without the early-stopping run.
 litemedsam training checkpoints every epoch (checkpoint.pt): a rerun resumes it, --force starts afresh.
 Outputs: model.keras (litemedsam: model.pt), history.csv, predictions/<id>.png for the test part,
 per_image.csv, metrics.json, training curves, best/worst overlays, report.html.
@@ -69,8 +70,11 @@ def engine(architecture: str) -> ModuleType:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Stage 08 from parsed arguments (see scripts/08_unet_train.py)."""
     out: Path = args.out
-    if args.refit and args.architecture != TUNED:
-        raise SystemExit(f"error: --refit is for --architecture {TUNED}; {args.architecture} has early stopping only")
+    if (args.refit or args.refit_epochs) and args.architecture != TUNED:
+        option = "--refit" if args.refit else "--refit-epochs"
+        raise SystemExit(f"error: {option} is for --architecture {TUNED}; {args.architecture} has early stopping only")
+    if args.refit_epochs < 0:
+        raise SystemExit(f"error: --refit-epochs {args.refit_epochs}: give a number of epochs, or 0 for none")
     df = check_in_dir(args.in_dir, out)
     out.mkdir(parents=True, exist_ok=True)
     rows = with_parts(manifest.rebase(df, args.in_dir, out))
@@ -132,30 +136,42 @@ class Fitted(NamedTuple):
 
 
 def fit(args: argparse.Namespace, data: dict[str, tuple[list, list]], out: Path) -> Fitted:
-    """Train the chosen network; with --refit (litemedsam), train it again on training + validation slices."""
+    """Train the chosen network; with --refit (litemedsam), train it again on training + validation slices.
+
+    With --refit-epochs only that second model trains, for the epochs given."""
     common = {"epochs": args.epochs, "patience": args.patience, "seed": args.seed, "minutes": args.time_budget}
     if args.architecture == TUNED:
         from lib import medsam_tuning  # PyTorch; built before anything imports Keras (see lib.medsam)
 
         batch_size = args.batch_size or medsam_tuning.BATCH_SIZE
         common |= {"tune": args.tune, "precision": args.precision, "fresh": args.force}  # else resume
+        if args.refit_epochs:  # the epoch count is known (an earlier run's choice): no early-stopping run
+            return _refit(args, data, out, {}, args.refit_epochs, batch_size)
         model, history = medsam_tuning.train(*data["train"], *data["val"], batch_size=batch_size,
                                              out_dir=out / SEARCH if args.refit else out, **common)
         if not args.refit:
             return Fitted(model, history, medsam_tuning.predict)
-        epochs = best_epoch(history, medsam_tuning.WARMUP_EPOCHS) + 1
-        images, masks = (data["train"][0] + data["val"][0], data["train"][1] + data["val"][1])
-        print(f"refit: {epochs} epochs (validation's choice) on {len(images)} training + validation slices", flush=True)
-        model, refit_history = medsam_tuning.refit(images, masks, epochs, batch_size, out, args.seed, tune=args.tune,
-                                                   minutes=args.time_budget, precision=args.precision,
-                                                   fresh=args.force)
-        return Fitted(model, history, medsam_tuning.predict, refit_history)
+        return _refit(args, data, out, history, best_epoch(history, medsam_tuning.WARMUP_EPOCHS) + 1, batch_size)
     from lib import unet  # Keras loads only when there is something to train
 
     model, history = unet.train(*data["train"], *data["val"], architecture=args.architecture,
                                 image_size=args.image_size, batch_size=args.batch_size or unet.BATCH_SIZE,
                                 width=args.width, out_dir=out, **common)
     return Fitted(model, history, unet.predict)
+
+
+def _refit(args: argparse.Namespace, data: dict[str, tuple[list, list]], out: Path,
+           history: dict[str, list[float]], epochs: int, batch_size: int) -> Fitted:
+    """A fresh LiteMedSAM trained on training + validation slices for `epochs` (lib.medsam_tuning.refit)."""
+    from lib import medsam_tuning
+
+    images, masks = (data["train"][0] + data["val"][0], data["train"][1] + data["val"][1])
+    chosen = "validation's choice" if history else "--refit-epochs"
+    print(f"refit: {epochs} epochs ({chosen}) on {len(images)} training + validation slices", flush=True)
+    model, refit_history = medsam_tuning.refit(images, masks, epochs, batch_size, out, args.seed, tune=args.tune,
+                                               minutes=args.time_budget, precision=args.precision,
+                                               fresh=args.force)
+    return Fitted(model, history, medsam_tuning.predict, refit_history)
 
 
 def best_epoch(history: dict[str, list[float]], warmup: int) -> int:
@@ -241,7 +257,8 @@ def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple
         "epochs_run": len(history.get("loss", [])), "best_epoch": None if best is None else best + 1,
         "best_val_dice": None if best is None else round(float(history["val_dice"][best]), 4),
         "refit": None if fitted.refit is None else {"epochs": len(fitted.refit["loss"]),
-                                                    "slices": len(data["train"][0]) + len(data["val"][0])},
+                                                    "slices": len(data["train"][0]) + len(data["val"][0]),
+                                                    "epochs_from": "validation" if history else "--refit-epochs"},
         "train_seconds": round(seconds, 1), "test": {k: _round(v) for k, v in scores.items()},
         **_refine_summary(per_image),
     }
@@ -328,8 +345,10 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
     print(f"08_unet_train ({m['architecture']} on {m['masks']} masks, {m['trained_on']} training slices, "
           f"{m['epochs_run']} epochs, {m['train_seconds']:.0f} s) -> {out}")
     if m["refit"]:
+        chosen = (f"best validation Dice {m['best_val_dice']} at epoch {m['best_epoch']} of the first run, in "
+                  f"{SEARCH}/" if m["best_epoch"] else "epochs given by --refit-epochs, no validation run")
         print(f"  refit: {m['refit']['epochs']} epochs on {m['refit']['slices']} training + validation slices "
-              f"(best validation Dice {m['best_val_dice']} at epoch {m['best_epoch']} of the first run, in {SEARCH}/)")
+              f"({chosen})")
     if t and not t["tumour_images"]:
         print(f"  test part has no true tumour masks; false-positive masks on {t['false_positive_images']}"
               f"/{t['tumour_free_images']} tumour-free slices")

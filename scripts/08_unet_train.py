@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="litemedsam: after early stopping has chosen the epoch count, train a fresh model on "
                         "training + validation slices for that many epochs and test it (the first model is "
                         "kept in search/); about twice the training time")
+    p.add_argument("--refit-epochs", type=int, default=0, metavar="N",
+                   help="litemedsam: skip the early-stopping run and train on training + validation slices for "
+                        "N epochs (a count an earlier --refit run or a GPU run chose); 0 = off")
     p.add_argument("--refine", default=None, choices=["sam"],
                    help="test masks redrawn by LiteMedSAM in the box of each predicted mask, kept when they pass "
                         "07's quality check (scored both ways)")

@@ -95,7 +95,7 @@ def test_refit_tests_a_model_trained_on_training_and_validation_slices(run: Path
           "--architecture", "litemedsam", "--epochs", "1", "--batch-size", "4", "--refit")
     metrics = json.loads((out / "metrics.json").read_text())
     both = metrics["trained_on"] + metrics["validated_on"]
-    assert metrics["refit"] == {"epochs": metrics["best_epoch"], "slices": both}
+    assert metrics["refit"] == {"epochs": metrics["best_epoch"], "slices": both, "epochs_from": "validation"}
     assert metrics["best_val_dice"] is not None  # the early-stopping run's, kept in search/
     search = pd.read_csv(out / "search" / "history.csv")
     refit = pd.read_csv(out / "history.csv")
@@ -110,9 +110,26 @@ def test_refit_tests_a_model_trained_on_training_and_validation_slices(run: Path
     assert again["test"] == metrics["test"] and again["refit"] == metrics["refit"]
 
 
+def test_refit_epochs_trains_on_training_and_validation_without_an_early_stopping_run(
+        run: Path, tmp_path: Path) -> None:  # noqa: F811
+    out = tmp_path / "08"
+    result = stage("08_unet_train.py", "--in", str(run / "04"), "--out", str(out), "--masks", "truth",
+                   "--architecture", "litemedsam", "--batch-size", "4", "--refit-epochs", "2")
+    metrics = json.loads((out / "metrics.json").read_text())
+    both = metrics["trained_on"] + metrics["validated_on"]
+    assert metrics["refit"] == {"epochs": 2, "slices": both, "epochs_from": "--refit-epochs"}
+    assert metrics["epochs_run"] == 0 and metrics["best_val_dice"] is None and not (out / "search").exists()
+    assert len(pd.read_csv(out / "history.csv")) == 2 and "no validation run" in result.stdout
+    assert len(pd.read_csv(out / "per_image.csv")) == metrics["split"]["test"]
+
+
 def test_refit_is_refused_for_networks_trained_from_scratch(run: Path, tmp_path: Path) -> None:  # noqa: F811
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "08_unet_train.py"), "--in", str(run / "04"),
                              "--out", str(tmp_path / "08"), "--masks", "truth", "--refit"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode != 0 and "--refit is for --architecture litemedsam" in result.stderr
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "08_unet_train.py"), "--in", str(run / "04"),
+                             "--out", str(tmp_path / "08"), "--masks", "truth", "--architecture", "litemedsam",
+                             "--refit-epochs", "-1"], capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "--refit-epochs -1: give a number of epochs" in result.stderr
     assert not (tmp_path / "08").exists()  # refused before anything was written

@@ -1,6 +1,6 @@
 """A PyTorch training run's checkpoint, written after every epoch so that a killed run resumes.
 
-Why: 08 --architecture litemedsam takes hours on a CPU (15-25 min per figshare
+Why: 08 --architecture litemedsam takes hours on a CPU (10-25 min per figshare
 epoch) and a Kaggle session can end mid-run; losing every finished epoch to a
 crash is what the brief's "a long job can resume" forbids.
 The checkpoint names the run it belongs to (`identity`: options and a hash of

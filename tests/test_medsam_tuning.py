@@ -88,7 +88,7 @@ def test_bfloat16_runs_where_asked_or_native_and_draws_the_float32_masks(tuned: 
     first = medsam_tuning.predict_proba(exact, images[:2], flip=False)
     second = medsam_tuning.predict_proba(fast, images[:2], flip=False)
     for a, b in zip(first, second):
-        assert 0 < a.max() and np.abs(a - b).mean() < 0.02
+        assert (a > 0.5).any() and np.abs(a - b).mean() < 0.02  # a mask to compare, not two empty ones
         assert mask_metrics.dice(a > 0.5, b > 0.5) > 0.9
 
 

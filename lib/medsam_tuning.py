@@ -51,9 +51,10 @@ from tqdm.auto import tqdm
 
 from lib import medsam
 from lib.candidates import mask_box
+from lib.fingerprint import fingerprint
 from lib.io import to_grey
 from lib.paired_augment import PairedAugment
-from lib.torch_checkpoint import TrainingCheckpoint, fingerprint
+from lib.torch_checkpoint import TrainingCheckpoint
 
 # --- parameters ------------------------------------------------------------------
 

@@ -12,25 +12,13 @@ the previous epoch's checkpoint intact.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def fingerprint(*arrays: np.ndarray) -> str:
-    """SHA-1 of the arrays' shapes and bytes: the same slices and masks give the same string."""
-    digest = hashlib.sha1()
-    for array in arrays:
-        array = np.ascontiguousarray(array)
-        digest.update(str((array.shape, array.dtype.str)).encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
 
 
 class TrainingCheckpoint:

@@ -64,6 +64,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from lib.fingerprint import fingerprint
+from lib.keras_checkpoint import CHECKPOINT_DIR, EpochCheckpoint
 from lib.paired_augment import PairedAugment
 
 # --- hyper-parameters ------------------------------------------------------------
@@ -331,10 +333,20 @@ class SliceSequence(keras.utils.PyDataset):
             raise ValueError(f"{len(images)} images but {len(masks)} masks")
         self.x = prepare_images(images, image_size)
         self.y = prepare_masks(masks, image_size)
-        self.batch_size, self.shuffle = int(batch_size), shuffle
-        self.rng = np.random.default_rng(seed)
+        self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, int(seed)
         self.augment = PairedAugment(seed=seed + 1) if augment is True else (augment or None)
-        self.order = self.rng.permutation(len(self.x)) if shuffle else np.arange(len(self.x))
+        self.start_epoch(0)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Draw epoch `epoch`'s order and augmentation from (seed, epoch) alone.
+
+        Why: a run resumed at this epoch (lib.keras_checkpoint) then serves exactly the
+        batches the uninterrupted run would have served."""
+        self.epoch = int(epoch)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.order = rng.permutation(len(self.x)) if self.shuffle else np.arange(len(self.x))
+        if self.augment is not None:
+            self.augment.rng = np.random.default_rng([self.seed, self.epoch, 1])
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
@@ -345,8 +357,7 @@ class SliceSequence(keras.utils.PyDataset):
         return self.augment(x, y) if self.augment is not None else (x, y)
 
     def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self.order = self.rng.permutation(len(self.x))
+        self.start_epoch(self.epoch + 1)
 
 
 # --- training, prediction, files ---------------------------------------------------
@@ -362,18 +373,22 @@ class TimeBudget(keras.callbacks.Callback):
 
     Why: a Kaggle kernel or a lent GPU gives a fixed time, and a run killed at its limit keeps
     nothing; stopped here, EarlyStopping still restores the best weights and the test part is scored.
+    `spent` (seconds) is carried by a resumed run's checkpoint: the budget spans both runs.
     """
 
     def __init__(self, minutes: float) -> None:
         super().__init__()
         self.seconds = 60.0 * float(minutes)
-        self.start = 0.0
+        self.spent = 0.0
+        self.clock = 0.0
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self.start = time.perf_counter()
+        self.clock = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if time.perf_counter() - self.start > self.seconds:
+        now = time.perf_counter()
+        self.spent, self.clock = self.spent + now - self.clock, now
+        if self.spent > self.seconds:
             self.model.stop_training = True
 
 
@@ -396,29 +411,50 @@ def train(train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
           image_size: int = IMAGE_SIZE, epochs: int = EPOCHS, batch_size: int = BATCH_SIZE,
           patience: int = PATIENCE, out_dir: Path | None = None, seed: int = 0, verbose: str | int = "auto",
           *, width: int = WIDTH, learning_rate: float = LEARNING_RATE,
-          minutes: float | None = None) -> tuple[keras.Model, dict[str, list[float]]]:
+          minutes: float | None = None, fresh: bool = False) -> tuple[keras.Model, dict[str, list[float]]]:
     """Train `architecture` from scratch; (the model with its best-val_dice weights, the curves per epoch).
 
     Training batches are shuffled and augmented, validation batches are not. Early stopping
     watches val_dice from epoch WARMUP_EPOCHS on (with fewer epochs, the last one is kept);
     `minutes` caps the wall time (TimeBudget), best weights restored all the same.
-    With out_dir: out_dir/model.keras (the returned model) and out_dir/history.csv.
+    With out_dir: out_dir/model.keras (the returned model), out_dir/history.csv, and a checkpoint
+    after every epoch (out_dir/checkpoint/, lib.keras_checkpoint): a rerun with the same options
+    and slices resumes after the last finished epoch and ends as the uninterrupted run would;
+    once finished, it returns the saved model at once. `fresh` ignores the checkpoint (08 --force).
     """
     if len(train_images) == 0 or len(val_images) == 0:
         raise ValueError("train needs at least one training and one validation slice")
     keras.utils.set_random_seed(seed)
-    if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-    model = build(architecture, image_size, width)
-    compile_model(model, learning_rate)
     train_seq = SliceSequence(train_images, train_masks, image_size, batch_size, shuffle=True, augment=True,
                               seed=seed)
     val_seq = SliceSequence(val_images, val_masks, image_size, batch_size)
-    fit = model.fit(train_seq, validation_data=val_seq, epochs=int(epochs), callbacks=callbacks(patience, out_dir, minutes),
-                    verbose=verbose)
-    if out_dir is not None:
-        model.save(Path(out_dir) / "model.keras")
-    return model, {k: [float(v) for v in values] for k, values in fit.history.items()}
+    model = build(architecture, image_size, width)
+    compile_model(model, learning_rate)
+    found = callbacks(patience, out_dir, minutes)
+    if out_dir is None:  # shuffle=False: the sequence shuffles, by (seed, epoch), not Python's random
+        fit = model.fit(train_seq, validation_data=val_seq, epochs=int(epochs), callbacks=found, shuffle=False,
+                        verbose=verbose)
+        return model, {k: [float(v) for v in values] for k, values in fit.history.items()}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = {"architecture": architecture, "image_size": image_size, "epochs": int(epochs), "seed": seed,
+               "batch_size": batch_size, "patience": patience, "width": width, "learning_rate": learning_rate,
+               "minutes": minutes, "slices": fingerprint(train_seq.x, train_seq.y, val_seq.x, val_seq.y)}
+    checkpoint = EpochCheckpoint(out_dir / CHECKPOINT_DIR, options, found, fresh)
+    if checkpoint.finished and (out_dir / "model.keras").is_file():
+        print(f"{out_dir}: already trained by an earlier run with these options and slices (--force to retrain)")
+        return load(out_dir / "model.keras"), checkpoint.history
+    checkpoint.restore(model)
+    train_seq.start_epoch(checkpoint.epochs_done)
+    for logger in found:
+        if isinstance(logger, keras.callbacks.CSVLogger):
+            logger.append = checkpoint.epochs_done > 0
+    model.fit(train_seq, validation_data=val_seq, initial_epoch=checkpoint.epochs_done,
+              epochs=checkpoint.epochs_done if checkpoint.stopped else int(epochs), callbacks=[*found, checkpoint],
+              shuffle=False, verbose=verbose)
+    model.save(out_dir / "model.keras")
+    checkpoint.finish()
+    return model, checkpoint.history
 
 
 def predict_proba(model: keras.Model, images: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> list[np.ndarray]:

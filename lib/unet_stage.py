@@ -16,7 +16,8 @@ The network: lib.unet's Keras U-Net or DeepLabV3+ from scratch, or
 With `--refit` (litemedsam), a fresh model then trains on training + validation slices for the
 epoch count early stopping chose, and that model is tested; the validation-chosen one stays in search/.
 With `--refit-epochs N` that fresh model trains for N epochs without the early-stopping run.
-litemedsam training checkpoints every epoch (checkpoint.pt): a rerun resumes it, --force starts afresh.
+Training checkpoints every epoch (litemedsam: checkpoint.pt, Keras: checkpoint/): a rerun resumes it,
+--force starts afresh.
 Outputs: model.keras (litemedsam: model.pt), history.csv, predictions/<id>.png for the test part,
 per_image.csv, metrics.json, training curves, best/worst overlays, report.html.
 """
@@ -139,12 +140,13 @@ def fit(args: argparse.Namespace, data: dict[str, tuple[list, list]], out: Path)
     """Train the chosen network; with --refit (litemedsam), train it again on training + validation slices.
 
     With --refit-epochs only that second model trains, for the epochs given."""
-    common = {"epochs": args.epochs, "patience": args.patience, "seed": args.seed, "minutes": args.time_budget}
+    common = {"epochs": args.epochs, "patience": args.patience, "seed": args.seed, "minutes": args.time_budget,
+              "fresh": args.force}  # else a checkpointed run resumes
     if args.architecture == TUNED:
         from lib import medsam_tuning  # PyTorch; built before anything imports Keras (see lib.medsam)
 
         batch_size = args.batch_size or medsam_tuning.BATCH_SIZE
-        common |= {"tune": args.tune, "precision": args.precision, "fresh": args.force}  # else resume
+        common |= {"tune": args.tune, "precision": args.precision}
         if args.refit_epochs:  # the epoch count is known (an earlier run's choice): no early-stopping run
             return _refit(args, data, out, {}, args.refit_epochs, batch_size)
         model, history = medsam_tuning.train(*data["train"], *data["val"], batch_size=batch_size,

@@ -97,6 +97,59 @@ def test_a_time_budget_stops_training_after_the_epoch_that_exceeds_it(ellipses: 
     assert len(longer["loss"]) == 2
 
 
+class KillAtEpoch(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt as epoch `epoch` (from 0) begins: a run killed between two checkpoints."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_a_killed_run_resumes_after_its_last_epoch_and_ends_as_the_uninterrupted_one(
+        ellipses: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    data = (*[part[:12] for part in ellipses["train"]], *[part[:4] for part in ellipses["val"]])
+    options = {"image_size": 32, "width": 4, "epochs": 8, "batch_size": 4, "patience": 1, "verbose": 0}
+    whole, whole_history = unet.train(*data, out_dir=tmp_path / "whole", **options)
+    made = unet.callbacks
+    monkeypatch.setattr(unet, "callbacks", lambda *args: [*made(*args), KillAtEpoch(4)])
+    with pytest.raises(KeyboardInterrupt):
+        unet.train(*data, out_dir=tmp_path / "killed", **options)
+    assert not (tmp_path / "killed" / "model.keras").exists()
+    assert len(list((tmp_path / "killed" / "checkpoint").glob("epoch-4.weights.h5"))) == 1
+    monkeypatch.setattr(unet, "callbacks", made)
+    resumed, history = unet.train(*data, out_dir=tmp_path / "killed", **options)
+    assert "resuming after epoch 4" in capsys.readouterr().out
+    assert history.keys() == whole_history.keys()
+    for key, values in whole_history.items():
+        np.testing.assert_allclose(history[key], values, rtol=1e-4, atol=1e-5, err_msg=key)
+    # Killed after epoch 4 of 8; the whole run stopped early: the resumed one stops at the same epoch only
+    # if EarlyStopping's count came back, and its learning rates match only if ReduceLROnPlateau's did.
+    assert 5 <= len(history["loss"]) == len(whole_history["loss"]) < 8
+    csv = (tmp_path / "killed" / "history.csv").read_text().splitlines()
+    assert len(csv) == 1 + len(history["loss"])  # one header, every epoch once
+    images = data[2]
+    for a, b in zip(unet.predict_proba(whole, images), unet.predict_proba(resumed, images)):
+        np.testing.assert_allclose(b, a, atol=1e-4)
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(keras.Model, "fit", no_training)
+    again, again_history = unet.train(*data, out_dir=tmp_path / "killed", **options)
+    assert "already trained" in capsys.readouterr().out and again_history == history
+    for a, b in zip(unet.predict_proba(resumed, images), unet.predict_proba(again, images)):
+        np.testing.assert_allclose(b, a, atol=1e-6)
+    with pytest.raises(AssertionError, match="trained again"):  # --force: afresh although finished
+        unet.train(*data, out_dir=tmp_path / "killed", fresh=True, **options)
+    with pytest.raises(AssertionError, match="trained again"):  # another seed is another run
+        unet.train(*data, out_dir=tmp_path / "killed", seed=1, **options)
+    assert "other options or slices" in capsys.readouterr().out
+
+
 def test_build_rejects_unknown_architectures_and_odd_sizes() -> None:
     with pytest.raises(ValueError, match="architecture"):
         unet.build("segformer")

@@ -47,6 +47,10 @@ def test_pseudo_labels_train_without_seeing_a_true_mask(labelled: Path, tmp_path
     no_tumour = manifest.read(labelled)["label"].eq("no_tumor")
     assert metrics["trained_on"] + metrics["validated_on"] <= int((accepted | no_tumour).sum())
     assert "dice_mean" in metrics["test"]
+    rerun = stage("08_unet_train.py", "--in", str(labelled), "--out", str(tmp_path / "08"), "--masks", "pseudo", *QUICK)
+    assert "already trained by an earlier run" in rerun.stdout  # the Keras checkpoint: nothing retrained
+    again = json.loads((tmp_path / "08" / "metrics.json").read_text())
+    assert again["test"] == metrics["test"] and again["epochs_run"] == metrics["epochs_run"]
 
 
 def test_fine_tuned_litemedsam_is_an_08_architecture(run: Path, tmp_path: Path) -> None:  # noqa: F811

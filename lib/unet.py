@@ -444,6 +444,8 @@ def train(train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
     if checkpoint.finished and (out_dir / "model.keras").is_file():
         print(f"{out_dir}: already trained by an earlier run with these options and slices (--force to retrain)")
         return load(out_dir / "model.keras"), checkpoint.history
+    if checkpoint.finished:  # its model.keras is gone and the checkpoint keeps no weights once finished
+        checkpoint = EpochCheckpoint(out_dir / CHECKPOINT_DIR, options, found, fresh=True)
     checkpoint.restore(model)
     train_seq.start_epoch(checkpoint.epochs_done)
     for logger in found:

@@ -136,16 +136,20 @@ def test_a_killed_run_resumes_after_its_last_epoch_and_ends_as_the_uninterrupted
         np.testing.assert_allclose(b, a, atol=1e-4)
 
     def no_training(*args: object, **kwargs: object) -> None:
-        raise AssertionError("trained again")
+        raise AssertionError(f"trained again from epoch {kwargs['initial_epoch']}")
 
     monkeypatch.setattr(keras.Model, "fit", no_training)
     again, again_history = unet.train(*data, out_dir=tmp_path / "killed", **options)
     assert "already trained" in capsys.readouterr().out and again_history == history
     for a, b in zip(unet.predict_proba(resumed, images), unet.predict_proba(again, images)):
         np.testing.assert_allclose(b, a, atol=1e-6)
-    with pytest.raises(AssertionError, match="trained again"):  # --force: afresh although finished
+    (tmp_path / "killed" / "model.keras").rename(tmp_path / "kept.keras")
+    with pytest.raises(AssertionError, match="trained again from epoch 0"):  # finished, but its model is gone: afresh
+        unet.train(*data, out_dir=tmp_path / "killed", **options)
+    (tmp_path / "kept.keras").rename(tmp_path / "killed" / "model.keras")
+    with pytest.raises(AssertionError, match="trained again from epoch 0"):  # --force: afresh although finished
         unet.train(*data, out_dir=tmp_path / "killed", fresh=True, **options)
-    with pytest.raises(AssertionError, match="trained again"):  # another seed is another run
+    with pytest.raises(AssertionError, match="trained again from epoch 0"):  # another seed is another run
         unet.train(*data, out_dir=tmp_path / "killed", seed=1, **options)
     assert "other options or slices" in capsys.readouterr().out
 

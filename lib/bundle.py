@@ -5,7 +5,8 @@ Layout (read by lib.predictor):
     bundle.json                   settings: preprocessing, members, ensemble, threshold, versions, metrics
     README.md                     model card: intended use, data, metrics with intervals, known limits
     classifiers/<member>/fold<k>/ each fold model of each member (model.keras or model.joblib)
-    segmenter/model.keras         08's U-Net or DeepLabV3+ (model.pt: its fine-tuned LiteMedSAM)
+    segmenter/model.keras         08's U-Net or DeepLabV3+ (model.pt: its fine-tuned LiteMedSAM);
+                                  08 --ensemble: segmenter/seed-<s>/model.*, one per member
 
 Why copies and not paths: a bundle is moved to other machines (a Hugging Face
 Space, a Kaggle kernel's output), so it must not point back into data/.
@@ -141,7 +142,12 @@ def export(out: Path, settings: dict[str, Any], classify_dir: Path, unet_dir: Pa
         from lib.unet_stage import model_file
 
         name = model_file(settings["segmenter"]["architecture"])
-        settings["segmenter"]["path"] = _copy(unet_dir / name, work, f"segmenter/{name}")
+        members = settings["segmenter"].pop("members", None)  # 08 --ensemble: every member's model
+        if members:
+            settings["segmenter"]["paths"] = [_copy(unet_dir / member / name, work, f"segmenter/{member}/{name}")
+                                              for member in members]
+        else:
+            settings["segmenter"]["path"] = _copy(unet_dir / name, work, f"segmenter/{name}")
     write_json_atomic(work / "bundle.json", settings)
     write_text_atomic(work / "README.md", card)
     old = out.with_name(out.name + ".old")
@@ -155,6 +161,12 @@ def export(out: Path, settings: dict[str, Any], classify_dir: Path, unet_dir: Pa
 
 def created() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _segmenter_members(seg: dict[str, Any]) -> str:
+    """How many networks' maps the mask averages (08 --ensemble), for the model card."""
+    count = len(seg.get("paths") or seg.get("members") or [])  # exported, or still 08's folder names
+    return f"; the mean of {count} networks' maps (seeds differ)" if count > 1 else ""
 
 
 def _ci(values: Any) -> str:
@@ -183,7 +195,7 @@ def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
         f" chosen on out-of-fold predictions to find {chosen['target_sensitivity']:.0%}"
         " of tumours (a missed tumour costs more than a false alarm).",
         f"- Mask: {seg.get('architecture', 'none')} trained on {seg.get('masks', '-')} masks "
-        f"({seg.get('image_size', '-')} px input)." if seg else "- Mask: none in this bundle.",
+        f"({seg.get('image_size', '-')} px input){_segmenter_members(seg)}." if seg else "- Mask: none in this bundle.",
         "",
         "## Data",
         f"- Trained and evaluated on `{data['input']}`: {data['images']} slices, {data['tumours']} with a tumour, "

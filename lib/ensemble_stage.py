@@ -130,4 +130,4 @@ def export_bundle(args: argparse.Namespace, final: ensemble.Ensemble, result: di
 def _segmenter(unet_dir: Path) -> dict[str, Any]:
     m = json.loads((unet_dir / "metrics.json").read_text())
     return {"architecture": m["architecture"], "masks": m["masks"], "image_size": m["image_size"],
-            "threshold": 0.5, "test": m.get("test", {})}
+            "threshold": 0.5, "test": m.get("test", {}), "members": (m.get("ensemble") or {}).get("folders")}

@@ -144,18 +144,20 @@ class Predictor:
         return [{head: tabular.load(self._path(p)) for head, p in fold.items()} if isinstance(fold, dict)
                 else tabular.load(self._path(fold)) for fold in spec["folds"]]
 
-    def _load_unet(self) -> Any | None:
+    def _load_unet(self) -> list[Any] | None:
+        """The segmenter's networks: one, or the members of an 08 --ensemble (their maps are averaged)."""
         spec = self.settings.get("segmenter")
         if not spec:
             return None
-        return _segmenter_engine(self.settings).load(self._path(spec["path"]))
+        load = _segmenter_engine(self.settings).load
+        return [load(self._path(path)) for path in spec.get("paths", [spec.get("path")])]
 
     def warm_up(self) -> None:
         """One pass of every Keras model on zeros: the first real slice then costs what the others cost."""
         keras_models = [m for name in self.members for m in self.members[name]
                         if self.settings["classifier"]["members"][name]["kind"] == KERAS_KIND]
         keras_unet = self.unet is not None and not tuned_segmenter(self.settings)
-        for model in keras_models + ([self.unet] if keras_unet else []):
+        for model in keras_models + (self.unet if keras_unet else []):
             _call(model, np.zeros((1, *model.input_shape[1:]), np.float32))
 
     # --- prediction ----------------------------------------------------------
@@ -215,7 +217,8 @@ class Predictor:
 
     def segment(self, prepared: Prepared) -> np.ndarray:
         """The segmenter's tumour mask (bool) in the clean frame."""
-        prob = _segmenter_engine(self.settings).predict_proba(self.unet, [prepared.clean])[0]  # clean slice's size
+        proba = _segmenter_engine(self.settings).predict_proba
+        prob = np.mean([proba(model, [prepared.clean])[0] for model in self.unet], axis=0)  # clean slice's size
         threshold = float(self.settings["segmenter"].get("threshold", 0.5))
         return (prob > threshold) & prepared.head
 

@@ -112,7 +112,8 @@ def _unet_model(path: Path | None) -> Path:
         model = next((Path(path) / name for name in names if (Path(path) / name).is_file()), None)
     if model is None or not Path(model).is_file():
         raise SystemExit(f"error: --prompt unet needs --unet, an 08_unet_train folder or its model.keras / model.pt "
-                         f"(train one with scripts/08_unet_train.py --masks pseudo); got {path}")
+                         f"(train one with scripts/08_unet_train.py --masks pseudo; of an --ensemble run, give one "
+                         f"member's folder, e.g. DIR/seed-0); got {path}")
     return Path(model)
 
 

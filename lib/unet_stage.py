@@ -17,7 +17,9 @@ With `--refit` (litemedsam), a fresh model then trains on training + validation 
 epoch count early stopping chose, and that model is tested; the validation-chosen one stays in search/.
 With `--refit-epochs N` that fresh model trains for N epochs without the early-stopping run.
 Training checkpoints every epoch (litemedsam: checkpoint.pt, Keras: checkpoint/): a rerun resumes it,
---force starts afresh.
+--force starts afresh. With `--ensemble N`, N networks train with seeds seed .. seed+N-1, each in
+its own folder (seed-<s>/), and the test part is scored with the mean of their probability maps,
+each member also scored alone (a seed ensemble: the best segmentation results came from one).
 Outputs: model.keras (litemedsam: model.pt), history.csv, predictions/<id>.png for the test part,
 per_image.csv, metrics.json, training curves, best/worst overlays, report.html.
 """
@@ -47,6 +49,7 @@ TUNE_CHOICES = ("all", "top")  # what of LiteMedSAM learns: lib.medsam_tuning.fr
 PRECISIONS = ("auto", "float32", "bfloat16")  # litemedsam: lib.medsam_tuning.uses_bf16
 OVERLAYS = 16  # best and worst test slices shown
 SEARCH = "search"  # with --refit: the subfolder of the validation-chosen model (model.pt, history.csv)
+MEMBER = "seed-{}"  # with --ensemble: each member network's folder, by its seed
 
 
 def model_file(architecture: str) -> str:
@@ -76,6 +79,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"error: {option} is for --architecture {TUNED}; {args.architecture} has early stopping only")
     if args.refit_epochs < 0:
         raise SystemExit(f"error: --refit-epochs {args.refit_epochs}: give a number of epochs, or 0 for none")
+    if args.ensemble < 1:
+        raise SystemExit(f"error: --ensemble {args.ensemble}: give the number of networks to train, 1 or more")
     df = check_in_dir(args.in_dir, out)
     out.mkdir(parents=True, exist_ok=True)
     rows = with_parts(manifest.rebase(df, args.in_dir, out))
@@ -85,10 +90,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"error: {args.in_dir}: no usable training or validation slices for --masks {args.masks} "
                          f"(train {len(data['train'][0])}, validation {len(data['val'][0])})")
     start = time.perf_counter()
-    fitted = fit(args, data, out)
+    fitted = fit_ensemble(args, data, out) if args.ensemble > 1 else fit(args, data, out)
     train_seconds = time.perf_counter() - start
     test = rows[rows["part"] == "test"]
-    per_image = score_test(fitted.model, test, out, fitted.predict, sam)
+    per_image = score_test(fitted, test, out, sam)
     per_image.to_csv(out / "per_image.csv", index=False)
     metrics = summarise(per_image, rows, data, args, fitted, train_seconds)
     write_json_atomic(out / "metrics.json", metrics)
@@ -128,12 +133,16 @@ def _target(row: dict[str, Any], out: Path, masks: str, shape: tuple[int, int]) 
 class Fitted(NamedTuple):
     """A trained 08 network: the model to test, its predict(model, images) -> bool masks, and curves per epoch.
 
-    `history` is the early-stopping run's; with --refit, `refit` holds the curves of the model tested."""
+    `history` is the early-stopping run's; with --refit, `refit` holds the curves of the model tested.
+    With --ensemble, `members` names each member network (seed-<s>: model) and `proba` gives a
+    model's probability maps; the curves are the first member's."""
 
     model: Any
     history: dict[str, list[float]]
     predict: Callable[[Any, list[np.ndarray]], list[np.ndarray]]
     refit: dict[str, list[float]] | None = None
+    members: dict[str, Any] | None = None
+    proba: Callable[[Any, list[np.ndarray]], list[np.ndarray]] | None = None
 
 
 def fit(args: argparse.Namespace, data: dict[str, tuple[list, list]], out: Path) -> Fitted:
@@ -160,6 +169,27 @@ def fit(args: argparse.Namespace, data: dict[str, tuple[list, list]], out: Path)
                                 image_size=args.image_size, batch_size=args.batch_size or unet.BATCH_SIZE,
                                 width=args.width, out_dir=out, **common)
     return Fitted(model, history, unet.predict)
+
+
+def fit_ensemble(args: argparse.Namespace, data: dict[str, tuple[list, list]], out: Path) -> Fitted:
+    """--ensemble N: `fit` N times with seeds seed .. seed+N-1, each member in out/seed-<s>/ (and resumable).
+
+    Why: members that differ only in their seed make different mistakes, and the mean of
+    their maps outlined the figshare tumours better than the average member did."""
+    members, first = {}, None
+    for k, seed in enumerate(range(args.seed, args.seed + args.ensemble)):
+        print(f"ensemble member {k + 1}/{args.ensemble}: seed {seed}", flush=True)
+        fitted = fit(argparse.Namespace(**{**vars(args), "seed": seed}), data, out / MEMBER.format(seed))
+        members[MEMBER.format(seed)] = fitted.model
+        first = first or fitted
+    proba = engine(args.architecture).predict_proba
+    return first._replace(model=list(members.values()), members=members, proba=proba,
+                          predict=lambda models, images: mean_masks([proba(m, images) for m in models]))
+
+
+def mean_masks(maps: list[list[np.ndarray]], threshold: float = 0.5) -> list[np.ndarray]:
+    """Per slice, the mask of the mean of several networks' probability maps (maps[member][slice])."""
+    return [np.mean(per_slice, axis=0) > threshold for per_slice in zip(*maps)]
 
 
 def _refit(args: argparse.Namespace, data: dict[str, tuple[list, list]], out: Path,
@@ -216,22 +246,22 @@ def scored_slices(test: pd.DataFrame, folder: Path) -> list[ScoredSlice]:
     return out
 
 
-def score_test(model: Any, test: pd.DataFrame, out: Path,
-               predict: Callable[[Any, list[np.ndarray]], list[np.ndarray]], sam: Any = None) -> pd.DataFrame:
+def score_test(fitted: Fitted, test: pd.DataFrame, out: Path, sam: Any = None) -> pd.DataFrame:
     """Per test slice: Dice, IoU, HD95 against the true mask (rows without one are skipped).
 
     With `sam` (a lib.segmenters engine) each mask is refined by lib.pseudo_label.refine; the
-    scores are then the refined mask's, and dice_unrefined / refine_status say what SAM changed."""
+    scores are then the refined mask's, and dice_unrefined / refine_status say what SAM changed.
+    An ensemble's members are scored alone too (dice_seed-<s>, unrefined)."""
     slices = scored_slices(test, out)
-    predictions = predict(model, [s.image for s in slices])
+    predictions, by_member = test_masks(fitted, [s.image for s in slices])
     rows = []
-    for (record, image, truth, head), pred in zip(tqdm(slices, desc="08 test", unit="img", disable=sam is None),
-                                                  predictions):
-        extra = {}
+    for i, ((record, image, truth, head), pred) in enumerate(
+            zip(tqdm(slices, desc="08 test", unit="img", disable=sam is None), predictions)):
+        extra = {f"dice_{name}": round(mask_metrics.dice(masks[i], truth), 4) for name, masks in by_member.items()}
         if sam is not None:
             refined, result = pseudo_label.refine(sam, image, pred, head)
-            extra = {"dice_unrefined": round(mask_metrics.dice(pred, truth), 4),
-                     "refine_status": result.status if result else "nothing to refine"}
+            extra |= {"dice_unrefined": round(mask_metrics.dice(pred, truth), 4),
+                      "refine_status": result.status if result else "nothing to refine"}
             pred = refined
         path = out / "predictions" / f"{record['id']}.png"
         write_png(path, pred.astype(np.uint8) * 255)
@@ -239,6 +269,14 @@ def score_test(model: Any, test: pd.DataFrame, out: Path,
                      "image_path": manifest.slice_path(record), "mask_path": record.get("mask_path", ""),
                      **mask_metrics.score(pred, truth), **extra})
     return pd.DataFrame(rows)
+
+
+def test_masks(fitted: Fitted, images: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]]]:
+    """The masks 08 tests and, for an ensemble, each member's own masks (every map computed once)."""
+    if not fitted.members:
+        return fitted.predict(fitted.model, images), {}
+    maps = {name: fitted.proba(model, images) for name, model in fitted.members.items()}
+    return mean_masks(list(maps.values())), {name: [m > 0.5 for m in member] for name, member in maps.items()}
 
 
 def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple[list, list]],
@@ -262,8 +300,19 @@ def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple
                                                     "slices": len(data["train"][0]) + len(data["val"][0]),
                                                     "epochs_from": "validation" if history else "--refit-epochs"},
         "train_seconds": round(seconds, 1), "test": {k: _round(v) for k, v in scores.items()},
+        "ensemble": _ensemble_summary(per_image, fitted, args),
         **_refine_summary(per_image),
     }
+
+
+def _ensemble_summary(per_image: pd.DataFrame, fitted: Fitted, args: argparse.Namespace) -> dict[str, Any] | None:
+    """With --ensemble: the members' seeds and folders, and each member's own test Dice mean (unrefined)."""
+    if not fitted.members:
+        return None
+    tumour = per_image[per_image["true_pixels"] > 0] if len(per_image) else per_image
+    return {"seeds": list(range(args.seed, args.seed + args.ensemble)), "folders": list(fitted.members),
+            "member_dice_mean": {name: _round(float(tumour[f"dice_{name}"].mean())) if len(tumour) else None
+                                 for name in fitted.members}}
 
 
 def _refine_summary(per_image: pd.DataFrame) -> dict[str, Any]:
@@ -362,4 +411,8 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
               f"false positives {t['false_positive_images']}/{t['tumour_free_images']}")
     if "refine" in m:
         print(f"  refined by SAM: Dice mean {m['dice_mean_unrefined']} before; SAM's outline {m['refine_status']}")
+    if m["ensemble"]:
+        alone = ", ".join(f"{name} {dice}" for name, dice in m["ensemble"]["member_dice_mean"].items())
+        print(f"  ensemble: the mean of {len(m['ensemble']['seeds'])} networks' maps is what was scored above; "
+              f"each alone (unrefined): {alone}")
     print(f"  report: {out / 'report.html'}")

@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refine", default=None, choices=["sam"],
                    help="test masks redrawn by LiteMedSAM in the box of each predicted mask, kept when they pass "
                         "07's quality check (scored both ways)")
+    p.add_argument("--ensemble", type=int, default=1, metavar="N",
+                   help="train N networks with seeds --seed .. --seed+N-1 (each in seed-<s>/, each resumable) and "
+                        "test the mean of their probability maps, each member also scored alone; N times the "
+                        "training time")
     p.add_argument("--seed", type=int, default=0)
     unet_stage.run(p.parse_args(argv))
     return 0

@@ -142,6 +142,33 @@ def test_ensemble_stage_without_saved_models_stops_in_one_line(tiny_bundle: Path
     assert not (tmp_path / "bundle").exists()
 
 
+def test_an_ensemble_segmenter_travels_in_the_bundle_and_masks_the_mean_of_its_maps(
+        tiny_bundle: Path, slices: dict[str, Path], tmp_path: Path) -> None:
+    """08 --ensemble keeps a model per seed (seed-<s>/): 09 exports each, the predictor averages their maps."""
+    from lib import unet
+
+    run, seg = tiny_bundle.parent, tmp_path / "08"
+    folders = ["seed-0", "seed-1"]
+    trained = unet.load(run / "08" / "model.keras")
+    untrained = unet.build("unet", int(trained.input_shape[1]), unet.WIDTH)  # another member, other maps
+    for folder, model in zip(folders, (trained, untrained)):
+        (seg / folder).mkdir(parents=True)
+        model.save(seg / folder / "model.keras")
+    metrics = json.loads((run / "08" / "metrics.json").read_text())
+    metrics["ensemble"] = {"seeds": [0, 1], "folders": folders, "member_dice_mean": {f: 0.5 for f in folders}}
+    (seg / "metrics.json").write_text(json.dumps(metrics))
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "09_ensemble.py"), "--in", str(run / "06"),
+                    "--unet", str(seg), "--out", str(tmp_path / "09"), "--bundle", str(tmp_path / "bundle")],
+                   check=True, capture_output=True)
+    settings = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert settings["segmenter"]["paths"] == [f"segmenter/{f}/model.keras" for f in folders]
+    assert "path" not in settings["segmenter"] and "mean of 2 networks" in (tmp_path / "bundle" / "README.md").read_text()
+    result = Predictor(tmp_path / "bundle").predict_file(slices["tumour"])
+    clean = result.prepared.clean
+    mean = np.mean([unet.predict_proba(m, [clean])[0] for m in (trained, untrained)], axis=0)
+    assert np.mean(result.mask == ((mean > 0.5) & result.prepared.head)) > 0.999
+
+
 def test_a_fine_tuned_litemedsam_segmenter_travels_in_the_bundle(tiny_bundle: Path, slices: dict[str, Path],
                                                                   tmp_path: Path) -> None:
     """08 --architecture litemedsam saves model.pt: 09 exports it and the predictor segments with it."""

@@ -127,6 +127,43 @@ def test_refit_epochs_trains_on_training_and_validation_without_an_early_stoppin
     assert len(pd.read_csv(out / "per_image.csv")) == metrics["split"]["test"]
 
 
+def test_an_ensemble_trains_a_network_per_seed_and_tests_the_mean_of_their_maps(
+        run: Path, tmp_path: Path) -> None:  # noqa: F811
+    from lib import mask_metrics, unet
+    from lib.io import read_image
+
+    out = tmp_path / "08"
+    args = ("08_unet_train.py", "--in", str(run / "04"), "--out", str(out), "--masks", "truth", *QUICK,
+            "--ensemble", "2", "--seed", "3")
+    stage(*args)
+    metrics = json.loads((out / "metrics.json").read_text())
+    folders = ["seed-3", "seed-4"]
+    assert metrics["ensemble"]["seeds"] == [3, 4] and metrics["ensemble"]["folders"] == folders
+    members = [unet.load(out / folder / "model.keras") for folder in folders]
+    assert all((out / folder / "history.csv").is_file() for folder in folders) and not (out / "model.keras").exists()
+    per_image = pd.read_csv(out / "per_image.csv")
+    tumour = per_image[per_image["true_pixels"] > 0]
+    for folder in folders:  # each member is also scored alone
+        assert abs(metrics["ensemble"]["member_dice_mean"][folder] - tumour[f"dice_{folder}"].mean()) < 1e-4
+    differ = 0
+    for row in per_image.head(6).to_dict("records"):  # the tested mask is the mean of the members' maps
+        image = read_image(out / row["image_path"]).pixels
+        maps = [unet.predict_proba(model, [image])[0] for model in members]
+        agree = np.mean(read_mask(out / row["pred_mask_path"]) == (np.mean(maps, axis=0) > 0.5))
+        assert agree > 0.999, row["id"]
+        truth = read_mask(out / row["mask_path"]) if isinstance(row["mask_path"], str) else np.zeros(image.shape, bool)
+        for folder, prob in zip(folders, maps):
+            assert abs(row[f"dice_{folder}"] - mask_metrics.dice(prob > 0.5, truth)) < 0.01
+        differ += not np.allclose(maps[0], maps[1], atol=1e-3)
+    assert differ  # two seeds, two networks
+    rerun = stage(*args)
+    assert rerun.stdout.count("already trained by an earlier run") == 2
+    assert json.loads((out / "metrics.json").read_text())["test"] == metrics["test"]
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "08_unet_train.py"), "--in", str(run / "04"),
+                             "--out", str(tmp_path / "none"), "--ensemble", "0"], capture_output=True, text=True)
+    assert result.returncode != 0 and "--ensemble 0: give the number of networks" in result.stderr
+
+
 def test_refit_is_refused_for_networks_trained_from_scratch(run: Path, tmp_path: Path) -> None:  # noqa: F811
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "08_unet_train.py"), "--in", str(run / "04"),
                              "--out", str(tmp_path / "08"), "--masks", "truth", "--refit"],

@@ -134,8 +134,8 @@ class Fitted(NamedTuple):
     """A trained 08 network: the model to test, its predict(model, images) -> bool masks, and curves per epoch.
 
     `history` is the early-stopping run's; with --refit, `refit` holds the curves of the model tested.
-    With --ensemble, `members` names each member network (seed-<s>: model) and `proba` gives a
-    model's probability maps; the curves are the first member's."""
+    With --ensemble, `members` names each member network (seed-<s>: model) and replaces `model`
+    (None), `proba` gives a member's probability maps; the curves are the first member's."""
 
     model: Any
     history: dict[str, list[float]]
@@ -182,9 +182,7 @@ def fit_ensemble(args: argparse.Namespace, data: dict[str, tuple[list, list]], o
         fitted = fit(argparse.Namespace(**{**vars(args), "seed": seed}), data, out / MEMBER.format(seed))
         members[MEMBER.format(seed)] = fitted.model
         first = first or fitted
-    proba = engine(args.architecture).predict_proba
-    return first._replace(model=list(members.values()), members=members, proba=proba,
-                          predict=lambda models, images: mean_masks([proba(m, images) for m in models]))
+    return first._replace(model=None, members=members, proba=engine(args.architecture).predict_proba)
 
 
 def mean_masks(maps: list[list[np.ndarray]], threshold: float = 0.5) -> list[np.ndarray]:

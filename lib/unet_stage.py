@@ -135,7 +135,8 @@ class Fitted(NamedTuple):
 
     `history` is the early-stopping run's; with --refit, `refit` holds the curves of the model tested.
     With --ensemble, `members` names each member network (seed-<s>: model) and replaces `model`
-    (None), `proba` gives a member's probability maps; the curves are the first member's."""
+    (None), `proba` gives a member's probability maps, `member_epochs` the epochs each trained
+    (early stopping run + refit); the curves are the first member's."""
 
     model: Any
     history: dict[str, list[float]]
@@ -143,6 +144,12 @@ class Fitted(NamedTuple):
     refit: dict[str, list[float]] | None = None
     members: dict[str, Any] | None = None
     proba: Callable[[Any, list[np.ndarray]], list[np.ndarray]] | None = None
+    member_epochs: dict[str, int] | None = None
+
+    @property
+    def epochs(self) -> int:
+        """Epochs this network trained: the early-stopping run's plus the refit's."""
+        return len(self.history.get("loss", [])) + len((self.refit or {}).get("loss", []))
 
 
 def fit(args: argparse.Namespace, data: dict[str, tuple[list, list]], out: Path) -> Fitted:
@@ -176,13 +183,14 @@ def fit_ensemble(args: argparse.Namespace, data: dict[str, tuple[list, list]], o
 
     Why: members that differ only in their seed make different mistakes, and the mean of
     their maps outlined the figshare tumours better than the average member did."""
-    members, first = {}, None
+    members, epochs, first = {}, {}, None
     for k, seed in enumerate(range(args.seed, args.seed + args.ensemble)):
         print(f"ensemble member {k + 1}/{args.ensemble}: seed {seed}", flush=True)
         fitted = fit(argparse.Namespace(**{**vars(args), "seed": seed}), data, out / MEMBER.format(seed))
-        members[MEMBER.format(seed)] = fitted.model
+        members[MEMBER.format(seed)], epochs[MEMBER.format(seed)] = fitted.model, fitted.epochs
         first = first or fitted
-    return first._replace(model=None, members=members, proba=engine(args.architecture).predict_proba)
+    return first._replace(model=None, members=members, proba=engine(args.architecture).predict_proba,
+                          member_epochs=epochs)
 
 
 def mean_masks(maps: list[list[np.ndarray]], threshold: float = 0.5) -> list[np.ndarray]:
@@ -304,11 +312,13 @@ def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple
 
 
 def _ensemble_summary(per_image: pd.DataFrame, fitted: Fitted, args: argparse.Namespace) -> dict[str, Any] | None:
-    """With --ensemble: the members' seeds and folders, and each member's own test Dice mean (unrefined)."""
+    """With --ensemble: the members' seeds and folders, the epochs each trained, and each one's own test
+    Dice mean (unrefined)."""
     if not fitted.members:
         return None
     tumour = per_image[per_image["true_pixels"] > 0] if len(per_image) else per_image
     return {"seeds": list(range(args.seed, args.seed + args.ensemble)), "folders": list(fitted.members),
+            "member_epochs": fitted.member_epochs,
             "member_dice_mean": {name: _round(float(tumour[f"dice_{name}"].mean())) if len(tumour) else None
                                  for name in fitted.members}}
 
@@ -410,7 +420,9 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
     if "refine" in m:
         print(f"  refined by SAM: Dice mean {m['dice_mean_unrefined']} before; SAM's outline {m['refine_status']}")
     if m["ensemble"]:
-        alone = ", ".join(f"{name} {dice}" for name, dice in m["ensemble"]["member_dice_mean"].items())
+        epochs = m["ensemble"]["member_epochs"] or {}
+        alone = ", ".join(f"{name} {dice} ({epochs.get(name, '?')} epochs)"
+                          for name, dice in m["ensemble"]["member_dice_mean"].items())
         print(f"  ensemble: the mean of {len(m['ensemble']['seeds'])} networks' maps is what was scored above; "
               f"each alone (unrefined): {alone}")
     print(f"  report: {out / 'report.html'}")

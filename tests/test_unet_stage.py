@@ -143,7 +143,8 @@ def test_an_ensemble_trains_a_network_per_seed_and_tests_the_mean_of_their_maps(
     assert all((out / folder / "history.csv").is_file() for folder in folders) and not (out / "model.keras").exists()
     per_image = pd.read_csv(out / "per_image.csv")
     tumour = per_image[per_image["true_pixels"] > 0]
-    for folder in folders:  # each member is also scored alone
+    for folder in folders:  # each member is also scored alone, and says how long it trained
+        assert metrics["ensemble"]["member_epochs"][folder] == len(pd.read_csv(out / folder / "history.csv"))
         assert abs(metrics["ensemble"]["member_dice_mean"][folder] - tumour[f"dice_{folder}"].mean()) < 1e-4
     differ = 0
     for row in per_image.head(6).to_dict("records"):  # the tested mask is the mean of the members' maps
@@ -158,7 +159,8 @@ def test_an_ensemble_trains_a_network_per_seed_and_tests_the_mean_of_their_maps(
     assert differ  # two seeds, two networks
     rerun = stage(*args)
     assert rerun.stdout.count("already trained by an earlier run") == 2
-    assert json.loads((out / "metrics.json").read_text())["test"] == metrics["test"]
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["test"] == metrics["test"] and again["ensemble"] == metrics["ensemble"]
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "08_unet_train.py"), "--in", str(run / "04"),
                              "--out", str(tmp_path / "none"), "--ensemble", "0"], capture_output=True, text=True)
     assert result.returncode != 0 and "--ensemble 0: give the number of networks" in result.stderr

@@ -420,8 +420,8 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
     if "refine" in m:
         print(f"  refined by SAM: Dice mean {m['dice_mean_unrefined']} before; SAM's outline {m['refine_status']}")
     if m["ensemble"]:
-        epochs = m["ensemble"]["member_epochs"] or {}
-        alone = ", ".join(f"{name} {dice} ({epochs.get(name, '?')} epochs)"
+        epochs = m["ensemble"]["member_epochs"]
+        alone = ", ".join(f"{name} {dice} ({epochs[name]} epochs)"
                           for name, dice in m["ensemble"]["member_dice_mean"].items())
         print(f"  ensemble: the mean of {len(m['ensemble']['seeds'])} networks' maps is what was scored above; "
               f"each alone (unrefined): {alone}")

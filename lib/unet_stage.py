@@ -401,8 +401,9 @@ def overlay(row: dict[str, Any], out: Path) -> np.ndarray:
 
 def _print_summary(out: Path, m: dict[str, Any]) -> None:
     t = m["test"]
+    total = m["epochs_run"] + (m["refit"]["epochs"] if m["refit"] else 0)  # a --refit-epochs run has no first run
     print(f"08_unet_train ({m['architecture']} on {m['masks']} masks, {m['trained_on']} training slices, "
-          f"{m['epochs_run']} epochs, {m['train_seconds']:.0f} s) -> {out}")
+          f"{total} epochs in all, {m['train_seconds']:.0f} s) -> {out}")
     if m["refit"]:
         chosen = (f"best validation Dice {m['best_val_dice']} at epoch {m['best_epoch']} of the first run, in "
                   f"{SEARCH}/" if m["best_epoch"] else "epochs given by --refit-epochs, no validation run")

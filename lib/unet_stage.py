@@ -402,8 +402,9 @@ def overlay(row: dict[str, Any], out: Path) -> np.ndarray:
 def _print_summary(out: Path, m: dict[str, Any]) -> None:
     t = m["test"]
     total = m["epochs_run"] + (m["refit"]["epochs"] if m["refit"] else 0)  # a --refit-epochs run has no first run
+    epochs = "each member's epochs below" if m["ensemble"] else f"{total} epochs"  # the fields hold member 1's
     print(f"08_unet_train ({m['architecture']} on {m['masks']} masks, {m['trained_on']} training slices, "
-          f"{total} epochs in all, {m['train_seconds']:.0f} s) -> {out}")
+          f"{epochs}, {m['train_seconds']:.0f} s) -> {out}")
     if m["refit"]:
         chosen = (f"best validation Dice {m['best_val_dice']} at epoch {m['best_epoch']} of the first run, in "
                   f"{SEARCH}/" if m["best_epoch"] else "epochs given by --refit-epochs, no validation run")
@@ -421,8 +422,8 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
     if "refine" in m:
         print(f"  refined by SAM: Dice mean {m['dice_mean_unrefined']} before; SAM's outline {m['refine_status']}")
     if m["ensemble"]:
-        epochs = m["ensemble"]["member_epochs"]
-        alone = ", ".join(f"{name} {dice} ({epochs[name]} epochs)"
+        counts = m["ensemble"]["member_epochs"]
+        alone = ", ".join(f"{name} {dice} ({counts[name]} epochs)"
                           for name, dice in m["ensemble"]["member_dice_mean"].items())
         print(f"  ensemble: the mean of {len(m['ensemble']['seeds'])} networks' maps is what was scored above; "
               f"each alone (unrefined): {alone}")

@@ -124,7 +124,7 @@ def test_refit_epochs_trains_on_training_and_validation_without_an_early_stoppin
     assert metrics["refit"] == {"epochs": 2, "slices": both, "epochs_from": "--refit-epochs"}
     assert metrics["epochs_run"] == 0 and metrics["best_val_dice"] is None and not (out / "search").exists()
     assert len(pd.read_csv(out / "history.csv")) == 2 and "no validation run" in result.stdout
-    assert "2 epochs in all" in result.stdout  # the summary counts the refit's epochs, not the absent first run's
+    assert "2 epochs," in result.stdout  # the summary counts the refit's epochs, not the absent first run's
     assert len(pd.read_csv(out / "per_image.csv")) == metrics["split"]["test"]
 
 
@@ -160,6 +160,7 @@ def test_an_ensemble_trains_a_network_per_seed_and_tests_the_mean_of_their_maps(
     assert differ  # two seeds, two networks
     rerun = stage(*args)
     assert rerun.stdout.count("already trained by an earlier run") == 2
+    assert "each member's epochs below" in rerun.stdout  # not member 1's count as if it were the ensemble's
     again = json.loads((out / "metrics.json").read_text())
     assert again["test"] == metrics["test"] and again["ensemble"] == metrics["ensemble"]
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "08_unet_train.py"), "--in", str(run / "04"),

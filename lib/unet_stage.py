@@ -415,12 +415,14 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
               f"/{t['tumour_free_images']} tumour-free slices")
     elif t:
         low, high = t["dice_ci"]
-        print(f"  test vs true masks: Dice mean {t['dice_mean']} (95 % CI {low:.3f}-{high:.3f}), median "
+        scored = "test vs true masks, refined by SAM" if "refine" in m else "test vs true masks"
+        print(f"  {scored}: Dice mean {t['dice_mean']} (95 % CI {low:.3f}-{high:.3f}), median "
               f"{t['dice_median']}, IoU {t['iou_mean']}, "
               f"HD95 median {t['hd95_median']} px; missed {t['missed']}/{t['tumour_images']}, "
               f"false positives {t['false_positive_images']}/{t['tumour_free_images']}")
     if "refine" in m:
-        print(f"  refined by SAM: Dice mean {m['dice_mean_unrefined']} before; SAM's outline {m['refine_status']}")
+        verdicts = ", ".join(f"{status} {count}" for status, count in m["refine_status"].items())
+        print(f"  the network's own masks: Dice mean {m['dice_mean_unrefined']}; SAM's outline per slice: {verdicts}")
     if m["ensemble"]:
         counts = m["ensemble"]["member_epochs"]
         alone = ", ".join(f"{name} {dice} ({counts[name]} epochs)"

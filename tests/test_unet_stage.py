@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_truth_masks_train_and_the_test_part_is_scored(run: Path, tmp_path: Path) -> None:  # noqa: F811
-    stage("08_unet_train.py", "--in", str(run / "04"), "--out", str(tmp_path / "08"), "--masks", "truth", *QUICK,
-          "--refine", "sam")
+    done = stage("08_unet_train.py", "--in", str(run / "04"), "--out", str(tmp_path / "08"), "--masks", "truth",
+                 *QUICK, "--refine", "sam")
     out = tmp_path / "08"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == 3 and metrics["masks"] == "truth"
@@ -38,6 +38,9 @@ def test_truth_masks_train_and_the_test_part_is_scored(run: Path, tmp_path: Path
     kept = per_image["refine_status"] == "accepted"
     assert np.allclose(per_image.loc[~kept, "dice"], per_image.loc[~kept, "dice_unrefined"], atol=1e-4)
     assert (per_image.loc[per_image["pred_pixels"] == 0, "refine_status"] == "nothing to refine").all()
+    # the summary names which Dice is which: the headline is the refined one, the network's own follows
+    assert f"refined by SAM: Dice mean {metrics['test']['dice_mean']} " in done.stdout
+    assert f"the network's own masks: Dice mean {metrics['dice_mean_unrefined']};" in done.stdout
 
 
 def test_pseudo_labels_train_without_seeing_a_true_mask(labelled: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -403,7 +403,10 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
     t = m["test"]
     total = m["epochs_run"] + (m["refit"]["epochs"] if m["refit"] else 0)  # a --refit-epochs run has no first run
     epochs = "each member's epochs below" if m["ensemble"] else f"{total} epochs"  # the fields hold member 1's
-    print(f"08_unet_train ({m['architecture']} on {m['masks']} masks, {m['trained_on']} training slices, "
+    only_refit = m["refit"] and not m["epochs_run"]  # --refit-epochs: the tested model saw validation slices too
+    slices = (f"{m['refit']['slices']} training + validation slices" if only_refit
+              else f"{m['trained_on']} training slices")
+    print(f"08_unet_train ({m['architecture']} on {m['masks']} masks, {slices}, "
           f"{epochs}, {m['train_seconds']:.0f} s) -> {out}")
     if m["refit"]:
         chosen = (f"best validation Dice {m['best_val_dice']} at epoch {m['best_epoch']} of the first run, in "

@@ -127,7 +127,8 @@ def test_refit_epochs_trains_on_training_and_validation_without_an_early_stoppin
     assert metrics["refit"] == {"epochs": 2, "slices": both, "epochs_from": "--refit-epochs"}
     assert metrics["epochs_run"] == 0 and metrics["best_val_dice"] is None and not (out / "search").exists()
     assert len(pd.read_csv(out / "history.csv")) == 2 and "no validation run" in result.stdout
-    assert "2 epochs," in result.stdout  # the summary counts the refit's epochs, not the absent first run's
+    # the summary counts the refit's slices and epochs, not the absent first run's
+    assert f"{both} training + validation slices, 2 epochs," in result.stdout
     assert len(pd.read_csv(out / "per_image.csv")) == metrics["split"]["test"]
 
 

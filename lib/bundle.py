@@ -170,7 +170,7 @@ def _segmenter_members(seg: dict[str, Any]) -> str:
 
 
 def _ci(values: Any) -> str:
-    return f"[{values[0]:.3f}, {values[1]:.3f}]" if values else ""
+    return f"[{values[0]:.3f}, {values[1]:.3f}]" if values and None not in values else ""
 
 
 def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
@@ -217,7 +217,10 @@ def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
         f"Operating point of the ensemble: sensitivity {op['sensitivity']:.3f}, specificity {op['specificity']:.3f} "
         f"(confusion {op['confusion']}).",
     ]
-    if seg_test:
+    if seg_test and seg_test.get("dice_mean") is None:  # e.g. navoneel: no true tumour masks to score against
+        lines += ["", f"Segmentation on 08's test part ({seg_test.get('images', '?')} slices): no true tumour masks, "
+                  f"so no Dice; masks on tumour-free slices {seg_test.get('false_positive_images', '?')}."]
+    elif seg_test:
         lines += ["", f"Segmentation on 08's test part ({seg_test.get('images', '?')} slices): Dice mean "
                   f"{seg_test.get('dice_mean', float('nan')):.3f} {_ci(seg_test.get('dice_ci'))}, "
                   f"median {seg_test.get('dice_median', float('nan')):.3f}, "

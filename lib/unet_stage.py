@@ -27,6 +27,7 @@ per_image.csv, metrics.json, training curves, best/worst overlays, report.html.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -95,9 +96,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     test = rows[rows["part"] == "test"]
     per_image = score_test(fitted, test, out, sam)
     per_image.to_csv(out / "per_image.csv", index=False)
+    unscored = predict_unscored(fitted, test, out)
+    if len(unscored):
+        unscored.to_csv(out / "unscored.csv", index=False)
     metrics = summarise(per_image, rows, data, args, fitted, train_seconds)
+    metrics["unscored"] = {"tumour_images": len(unscored), "with_mask": int((unscored["pred_pixels"] > 0).sum())
+                           } if len(unscored) else None
     write_json_atomic(out / "metrics.json", metrics)
-    write_report(out, per_image, metrics, fitted)
+    write_report(out, per_image, metrics, fitted, unscored)
     _print_summary(out, metrics)
     return metrics
 
@@ -277,6 +283,23 @@ def score_test(fitted: Fitted, test: pd.DataFrame, out: Path, sam: Any = None) -
     return pd.DataFrame(rows)
 
 
+def predict_unscored(fitted: Fitted, test: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """Test slices labelled tumour but without a true mask (navoneel): the network's masks, written, not scored.
+
+    Why: such a set gives no Dice, but a reader still wants to see what the network outlines there
+    (predictions/<id>.png, unscored.csv, and a contact sheet in the report)."""
+    records = [r for r in test.to_dict("records") if r["label"] == "tumor" and not r.get("mask_path")]
+    if not records:
+        return pd.DataFrame(columns=["id", "label", "pred_mask_path", "image_path", "mask_path", "pred_pixels"])
+    masks, _ = test_masks(fitted, [read_image(out / manifest.slice_path(r)).pixels for r in records])
+    rows = []
+    for record, mask in zip(records, masks):
+        write_png(out / "predictions" / f"{record['id']}.png", mask.astype(np.uint8) * 255)
+        rows.append({"id": record["id"], "label": record["label"], "pred_mask_path": f"predictions/{record['id']}.png",
+                     "image_path": manifest.slice_path(record), "mask_path": "", "pred_pixels": int(mask.sum())})
+    return pd.DataFrame(rows)
+
+
 def test_masks(fitted: Fitted, images: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]]]:
     """The masks 08 tests and, for an ensemble, each member's own masks (every map computed once)."""
     if not fitted.members:
@@ -362,15 +385,19 @@ def _backend(architecture: str) -> str:
 
 
 def _round(value: Any) -> Any:
-    if isinstance(value, tuple):
+    """4 decimals; a mean over no slices (NaN) becomes None, so metrics.json stays standard JSON."""
+    if isinstance(value, (tuple, list)):
         return [_round(v) for v in value]
-    return round(value, 4) if isinstance(value, float) else value
+    if isinstance(value, float):
+        return round(value, 4) if math.isfinite(value) else None
+    return value
 
 
 # --- report -------------------------------------------------------------------------------
 
 
-def write_report(out: Path, per_image: pd.DataFrame, metrics: dict[str, Any], fitted: Fitted) -> Path:
+def write_report(out: Path, per_image: pd.DataFrame, metrics: dict[str, Any], fitted: Fitted,
+                 unscored: pd.DataFrame | None = None) -> Path:
     histories, labels = [fitted.history], ["early stopping on validation"]
     if fitted.refit is not None:
         histories, labels = histories + [fitted.refit], labels + ["refit on training + validation"]
@@ -381,11 +408,16 @@ def write_report(out: Path, per_image: pd.DataFrame, metrics: dict[str, Any], fi
         cells = [report.caption(overlay(r, out), f"{r['id'][-8:]} D{r['dice']:.2f}") for r in chosen.to_dict("records")]
         if cells:
             sheets.append(report.contact_sheet(cells, out / f"overlays_{name}.png"))
+    if unscored is not None and len(unscored):  # no true mask: the prediction alone, largest first
+        chosen = unscored.sort_values("pred_pixels", ascending=False).head(2 * OVERLAYS)
+        cells = [report.caption(overlay(r, out), r["id"][-8:]) for r in chosen.to_dict("records")]
+        sheets.append(report.contact_sheet(cells, out / "overlays_unscored.png"))
     sections = [
         ("Outcome (test part, against true masks)", report.dict_table_html(
             {k: v for k, v in metrics.items() if k != "test"} | metrics["test"])),
         ("Training curves", report.img_html(out, curves) if curves else ""),
-        ("Worst and best test slices: prediction (yellow), true mask (green)",
+        ("Worst and best test slices: prediction (yellow), true mask (green); then tumour slices without a "
+         "true mask, not scored",
          "".join(report.img_html(out, p) for p in sheets)),
     ]
     return report.html_page(out / "report.html", "08_unet_train: tumour segmentation", sections)
@@ -423,9 +455,13 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
               f"{t['dice_median']}, IoU {t['iou_mean']}, "
               f"HD95 median {t['hd95_median']} px; missed {t['missed']}/{t['tumour_images']}, "
               f"false positives {t['false_positive_images']}/{t['tumour_free_images']}")
+    if m.get("unscored"):
+        print(f"  {m['unscored']['tumour_images']} test tumour slices without a true mask, not scored: a mask on "
+              f"{m['unscored']['with_mask']} (unscored.csv, overlays_unscored.png)")
     if "refine" in m:
         verdicts = ", ".join(f"{status} {count}" for status, count in m["refine_status"].items())
-        print(f"  the network's own masks: Dice mean {m['dice_mean_unrefined']}; SAM's outline per slice: {verdicts}")
+        own = "" if m["dice_mean_unrefined"] is None else f"the network's own masks: Dice mean {m['dice_mean_unrefined']}; "
+        print(f"  {own}SAM's outline per slice: {verdicts}")
     if m["ensemble"]:
         counts = m["ensemble"]["member_epochs"]
         alone = ", ".join(f"{name} {dice} ({counts[name]} epochs)"

@@ -56,6 +56,25 @@ def test_pseudo_labels_train_without_seeing_a_true_mask(labelled: Path, tmp_path
     assert again["test"] == metrics["test"] and again["epochs_run"] == metrics["epochs_run"]
 
 
+def test_tumour_slices_without_a_true_mask_are_outlined_but_not_scored(labelled: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Like navoneel: pseudo-labels to train on, no true tumour masks at all."""
+    unmasked = tmp_path / "07_unmasked"
+    unmasked.mkdir()
+    manifest.write(manifest.rebase(manifest.read(labelled), labelled, unmasked).assign(mask_path=""), unmasked)
+    out = tmp_path / "08"
+    result = stage("08_unet_train.py", "--in", str(unmasked), "--out", str(out), "--masks", "pseudo", *QUICK)
+    metrics = json.loads((out / "metrics.json").read_text())  # standard JSON: a mean over no slices is null
+    assert metrics["test"]["tumour_images"] == 0 and metrics["test"]["dice_mean"] is None
+    unscored = pd.read_csv(out / "unscored.csv")
+    test_tumours = metrics["split"]["test"] - metrics["test"]["tumour_free_images"]
+    assert len(unscored) == test_tumours == metrics["unscored"]["tumour_images"] > 0
+    for row in unscored.itertuples():
+        assert int(read_mask(out / row.pred_mask_path).sum()) == row.pred_pixels  # the network's own mask
+    assert metrics["unscored"]["with_mask"] == int((unscored["pred_pixels"] > 0).sum())
+    assert (out / "overlays_unscored.png").is_file() and "not scored" in (out / "report.html").read_text()
+    assert f"{test_tumours} test tumour slices without a true mask, not scored" in result.stdout
+
+
 def test_fine_tuned_litemedsam_is_an_08_architecture(run: Path, tmp_path: Path) -> None:  # noqa: F811
     out = tmp_path / "08"
     stage("08_unet_train.py", "--in", str(run / "04"), "--out", str(out), "--masks", "truth",

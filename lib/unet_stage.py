@@ -412,13 +412,14 @@ def write_report(out: Path, per_image: pd.DataFrame, metrics: dict[str, Any], fi
         chosen = unscored.sort_values("pred_pixels", ascending=False).head(2 * OVERLAYS)
         cells = [report.caption(overlay(r, out), r["id"][-8:]) for r in chosen.to_dict("records")]
         sheets.append(report.contact_sheet(cells, out / "overlays_unscored.png"))
+    shown = "Worst and best test slices: prediction (yellow), true mask (green)"
+    if unscored is not None and len(unscored):
+        shown += "; then test tumour slices without a true mask, not scored"
     sections = [
         ("Outcome (test part, against true masks)", report.dict_table_html(
             {k: v for k, v in metrics.items() if k != "test"} | metrics["test"])),
         ("Training curves", report.img_html(out, curves) if curves else ""),
-        ("Worst and best test slices: prediction (yellow), true mask (green); then tumour slices without a "
-         "true mask, not scored",
-         "".join(report.img_html(out, p) for p in sheets)),
+        (shown, "".join(report.img_html(out, p) for p in sheets)),
     ]
     return report.html_page(out / "report.html", "08_unet_train: tumour segmentation", sections)
 

@@ -38,6 +38,7 @@ def test_truth_masks_train_and_the_test_part_is_scored(run: Path, tmp_path: Path
     kept = per_image["refine_status"] == "accepted"
     assert np.allclose(per_image.loc[~kept, "dice"], per_image.loc[~kept, "dice_unrefined"], atol=1e-4)
     assert (per_image.loc[per_image["pred_pixels"] == 0, "refine_status"] == "nothing to refine").all()
+    assert metrics["unscored"] is None and "not scored" not in (out / "report.html").read_text()
     # the summary names which Dice is which: the headline is the refined one, the network's own follows
     assert f"refined by SAM: Dice mean {metrics['test']['dice_mean']} " in done.stdout
     assert f"the network's own masks: Dice mean {metrics['dice_mean_unrefined']};" in done.stdout
@@ -56,7 +57,8 @@ def test_pseudo_labels_train_without_seeing_a_true_mask(labelled: Path, tmp_path
     assert again["test"] == metrics["test"] and again["epochs_run"] == metrics["epochs_run"]
 
 
-def test_tumour_slices_without_a_true_mask_are_outlined_but_not_scored(labelled: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_tumour_slices_without_a_true_mask_are_outlined_but_not_scored(
+        labelled: Path, tmp_path: Path) -> None:  # noqa: F811
     """Like navoneel: pseudo-labels to train on, no true tumour masks at all."""
     unmasked = tmp_path / "07_unmasked"
     unmasked.mkdir()

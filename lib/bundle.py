@@ -222,7 +222,7 @@ def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
                   f"so no Dice; masks on tumour-free slices {seg_test.get('false_positive_images', '?')}."]
     elif seg_test:
         lines += ["", f"Segmentation on 08's test part ({seg_test.get('images', '?')} slices): Dice mean "
-                  f"{seg_test.get('dice_mean', float('nan')):.3f} {_ci(seg_test.get('dice_ci'))}, "
+                  f"{seg_test['dice_mean']:.3f} {_ci(seg_test.get('dice_ci'))}, "
                   f"median {seg_test.get('dice_median', float('nan')):.3f}, "
                   f"missed tumours {seg_test.get('missed', '?')}, masks on tumour-free slices "
                   f"{seg_test.get('false_positive_images', '?')}."]

@@ -99,9 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     unscored = predict_unscored(fitted, test, out)
     if len(unscored):
         unscored.to_csv(out / "unscored.csv", index=False)
-    metrics = summarise(per_image, rows, data, args, fitted, train_seconds)
-    metrics["unscored"] = {"tumour_images": len(unscored), "with_mask": int((unscored["pred_pixels"] > 0).sum())
-                           } if len(unscored) else None
+    metrics = summarise(per_image, unscored, rows, data, args, fitted, train_seconds)
     write_json_atomic(out / "metrics.json", metrics)
     write_report(out, per_image, metrics, fitted, unscored)
     _print_summary(out, metrics)
@@ -275,12 +273,15 @@ def score_test(fitted: Fitted, test: pd.DataFrame, out: Path, sam: Any = None) -
             extra |= {"dice_unrefined": round(mask_metrics.dice(pred, truth), 4),
                       "refine_status": result.status if result else "nothing to refine"}
             pred = refined
-        path = out / "predictions" / f"{record['id']}.png"
-        write_png(path, pred.astype(np.uint8) * 255)
-        rows.append({"id": record["id"], "label": record["label"], "pred_mask_path": f"predictions/{record['id']}.png",
-                     "image_path": manifest.slice_path(record), "mask_path": record.get("mask_path", ""),
-                     **mask_metrics.score(pred, truth), **extra})
+        rows.append(_write_prediction(out, record, pred) | mask_metrics.score(pred, truth) | extra)
     return pd.DataFrame(rows)
+
+
+def _write_prediction(out: Path, record: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
+    """Write predictions/<id>.png (0/255) and return the per-slice row's first columns."""
+    write_png(out / "predictions" / f"{record['id']}.png", mask.astype(np.uint8) * 255)
+    return {"id": record["id"], "label": record["label"], "pred_mask_path": f"predictions/{record['id']}.png",
+            "image_path": manifest.slice_path(record), "mask_path": record.get("mask_path", "")}
 
 
 def predict_unscored(fitted: Fitted, test: pd.DataFrame, out: Path) -> pd.DataFrame:
@@ -292,12 +293,8 @@ def predict_unscored(fitted: Fitted, test: pd.DataFrame, out: Path) -> pd.DataFr
     if not records:
         return pd.DataFrame(columns=["id", "label", "pred_mask_path", "image_path", "mask_path", "pred_pixels"])
     masks, _ = test_masks(fitted, [read_image(out / manifest.slice_path(r)).pixels for r in records])
-    rows = []
-    for record, mask in zip(records, masks):
-        write_png(out / "predictions" / f"{record['id']}.png", mask.astype(np.uint8) * 255)
-        rows.append({"id": record["id"], "label": record["label"], "pred_mask_path": f"predictions/{record['id']}.png",
-                     "image_path": manifest.slice_path(record), "mask_path": "", "pred_pixels": int(mask.sum())})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([_write_prediction(out, record, mask) | {"pred_pixels": int(mask.sum())}
+                         for record, mask in zip(records, masks)])
 
 
 def test_masks(fitted: Fitted, images: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]]]:
@@ -308,9 +305,11 @@ def test_masks(fitted: Fitted, images: list[np.ndarray]) -> tuple[list[np.ndarra
     return mean_masks(list(maps.values())), {name: [m > 0.5 for m in member] for name, member in maps.items()}
 
 
-def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple[list, list]],
-              args: argparse.Namespace, fitted: Fitted, seconds: float) -> dict[str, Any]:
-    """metrics.json: the test scores and how the model was trained (best_val_dice is the early-stopping run's)."""
+def summarise(per_image: pd.DataFrame, unscored: pd.DataFrame, rows: pd.DataFrame,
+              data: dict[str, tuple[list, list]], args: argparse.Namespace, fitted: Fitted,
+              seconds: float) -> dict[str, Any]:
+    """metrics.json: the test scores and how the model was trained (best_val_dice is the early-stopping run's);
+    `unscored`: the test tumour slices without a true mask, counted (with a predicted mask or not), not scored."""
     scores = mask_metrics.summary(per_image) if len(per_image) else {}
     tuned, history = args.architecture == TUNED, fitted.history
     best = best_epoch(history, engine(args.architecture).WARMUP_EPOCHS)
@@ -330,6 +329,8 @@ def summarise(per_image: pd.DataFrame, rows: pd.DataFrame, data: dict[str, tuple
                                                     "epochs_from": "validation" if history else "--refit-epochs"},
         "train_seconds": round(seconds, 1), "test": {k: _round(v) for k, v in scores.items()},
         "ensemble": _ensemble_summary(per_image, fitted, args),
+        "unscored": {"tumour_images": len(unscored), "with_mask": int((unscored["pred_pixels"] > 0).sum())
+                     } if len(unscored) else None,
         **_refine_summary(per_image),
     }
 
@@ -397,7 +398,7 @@ def _round(value: Any) -> Any:
 
 
 def write_report(out: Path, per_image: pd.DataFrame, metrics: dict[str, Any], fitted: Fitted,
-                 unscored: pd.DataFrame | None = None) -> Path:
+                 unscored: pd.DataFrame) -> Path:
     histories, labels = [fitted.history], ["early stopping on validation"]
     if fitted.refit is not None:
         histories, labels = histories + [fitted.refit], labels + ["refit on training + validation"]
@@ -408,12 +409,11 @@ def write_report(out: Path, per_image: pd.DataFrame, metrics: dict[str, Any], fi
         cells = [report.caption(overlay(r, out), f"{r['id'][-8:]} D{r['dice']:.2f}") for r in chosen.to_dict("records")]
         if cells:
             sheets.append(report.contact_sheet(cells, out / f"overlays_{name}.png"))
-    if unscored is not None and len(unscored):  # no true mask: the prediction alone, largest first
+    shown = "Worst and best test slices: prediction (yellow), true mask (green)"
+    if len(unscored):  # no true mask: the prediction alone, largest first
         chosen = unscored.sort_values("pred_pixels", ascending=False).head(2 * OVERLAYS)
         cells = [report.caption(overlay(r, out), r["id"][-8:]) for r in chosen.to_dict("records")]
         sheets.append(report.contact_sheet(cells, out / "overlays_unscored.png"))
-    shown = "Worst and best test slices: prediction (yellow), true mask (green)"
-    if unscored is not None and len(unscored):
         shown += "; then test tumour slices without a true mask, not scored"
     sections = [
         ("Outcome (test part, against true masks)", report.dict_table_html(

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     test = rows[rows["part"] == "test"]
     per_image = score_test(fitted, test, out, sam)
     per_image.to_csv(out / "per_image.csv", index=False)
-    unscored = predict_unscored(fitted, test, out)
+    unscored = predict_unscored(fitted, test, out, sam)
     if len(unscored):
         unscored.to_csv(out / "unscored.csv", index=False)
     metrics = summarise(per_image, unscored, rows, data, args, fitted, train_seconds)
@@ -251,9 +251,13 @@ def scored_slices(test: pd.DataFrame, folder: Path) -> list[ScoredSlice]:
             continue
         image = read_image(folder / manifest.slice_path(record)).pixels
         truth = read_mask(folder / record["mask_path"]) if record.get("mask_path") else np.zeros(image.shape[:2], bool)
-        head = read_mask(folder / record["head_mask_path"]) if record.get("head_mask_path") else None
-        out.append(ScoredSlice(record, image, truth, head))
+        out.append(ScoredSlice(record, image, truth, _head(record, folder)))
     return out
+
+
+def _head(record: dict[str, Any], folder: Path) -> np.ndarray | None:
+    """02's head mask of a slice, which keeps SAM's outline inside the head; None where 02 wrote none."""
+    return read_mask(folder / record["head_mask_path"]) if record.get("head_mask_path") else None
 
 
 def score_test(fitted: Fitted, test: pd.DataFrame, out: Path, sam: Any = None) -> pd.DataFrame:
@@ -269,12 +273,16 @@ def score_test(fitted: Fitted, test: pd.DataFrame, out: Path, sam: Any = None) -
             zip(tqdm(slices, desc="08 test", unit="img", disable=sam is None), predictions)):
         extra = {f"dice_{name}": round(mask_metrics.dice(masks[i], truth), 4) for name, masks in by_member.items()}
         if sam is not None:
-            refined, result = pseudo_label.refine(sam, image, pred, head)
-            extra |= {"dice_unrefined": round(mask_metrics.dice(pred, truth), 4),
-                      "refine_status": result.status if result else "nothing to refine"}
-            pred = refined
+            extra["dice_unrefined"] = round(mask_metrics.dice(pred, truth), 4)
+            pred, extra["refine_status"] = refined(sam, image, pred, head)
         rows.append(_write_prediction(out, record, pred) | mask_metrics.score(pred, truth) | extra)
     return pd.DataFrame(rows)
+
+
+def refined(sam: Any, image: np.ndarray, mask: np.ndarray, head: np.ndarray | None) -> tuple[np.ndarray, str]:
+    """The mask after --refine sam (lib.pseudo_label.refine) and SAM's verdict on it, for the per-slice table."""
+    mask, result = pseudo_label.refine(sam, image, mask, head)
+    return mask, result.status if result else "nothing to refine"
 
 
 def _write_prediction(out: Path, record: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
@@ -284,17 +292,25 @@ def _write_prediction(out: Path, record: dict[str, Any], mask: np.ndarray) -> di
             "image_path": manifest.slice_path(record), "mask_path": record.get("mask_path", "")}
 
 
-def predict_unscored(fitted: Fitted, test: pd.DataFrame, out: Path) -> pd.DataFrame:
-    """Test slices labelled tumour but without a true mask (navoneel): the network's masks, written, not scored.
+def predict_unscored(fitted: Fitted, test: pd.DataFrame, out: Path, sam: Any = None) -> pd.DataFrame:
+    """Test slices labelled tumour but without a true mask (navoneel): the masks, written, not scored.
 
     Why: such a set gives no Dice, but a reader still wants to see what the network outlines there
-    (predictions/<id>.png, unscored.csv, and a contact sheet in the report)."""
+    (predictions/<id>.png, unscored.csv, and a contact sheet in the report). With `sam` they are
+    refined as the scored slices are, so that both show what --refine sam produces."""
     records = [r for r in test.to_dict("records") if r["label"] == "tumor" and not r.get("mask_path")]
     if not records:
         return pd.DataFrame(columns=["id", "label", "pred_mask_path", "image_path", "mask_path", "pred_pixels"])
-    masks, _ = test_masks(fitted, [read_image(out / manifest.slice_path(r)).pixels for r in records])
-    return pd.DataFrame([_write_prediction(out, record, mask) | {"pred_pixels": int(mask.sum())}
-                         for record, mask in zip(records, masks)])
+    images = [read_image(out / manifest.slice_path(r)).pixels for r in records]
+    masks, _ = test_masks(fitted, images)
+    rows = []
+    for record, image, mask in zip(tqdm(records, desc="08 unscored", unit="img", disable=sam is None), images, masks):
+        extra = {}
+        if sam is not None:
+            extra["pred_pixels_unrefined"] = int(mask.sum())
+            mask, extra["refine_status"] = refined(sam, image, mask, _head(record, out))
+        rows.append(_write_prediction(out, record, mask) | {"pred_pixels": int(mask.sum())} | extra)
+    return pd.DataFrame(rows)
 
 
 def test_masks(fitted: Fitted, images: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]]]:
@@ -329,8 +345,7 @@ def summarise(per_image: pd.DataFrame, unscored: pd.DataFrame, rows: pd.DataFram
                                                     "epochs_from": "validation" if history else "--refit-epochs"},
         "train_seconds": round(seconds, 1), "test": {k: _round(v) for k, v in scores.items()},
         "ensemble": _ensemble_summary(per_image, fitted, args),
-        "unscored": {"tumour_images": len(unscored), "with_mask": int((unscored["pred_pixels"] > 0).sum())
-                     } if len(unscored) else None,
+        "unscored": _unscored_summary(unscored),
         **_refine_summary(per_image),
     }
 
@@ -345,6 +360,15 @@ def _ensemble_summary(per_image: pd.DataFrame, fitted: Fitted, args: argparse.Na
             "member_epochs": fitted.member_epochs,
             "member_dice_mean": {name: _round(float(tumour[f"dice_{name}"].mean())) if len(tumour) else None
                                  for name in fitted.members}}
+
+
+def _unscored_summary(unscored: pd.DataFrame) -> dict[str, Any] | None:
+    """The test tumour slices without a true mask: how many, how many got a mask, and SAM's verdicts."""
+    if not len(unscored):
+        return None
+    verdicts = unscored["refine_status"].value_counts() if "refine_status" in unscored else {}
+    return {"tumour_images": len(unscored), "with_mask": int((unscored["pred_pixels"] > 0).sum()),
+            "refine_status": {str(k): int(v) for k, v in verdicts.items()} or None}
 
 
 def _refine_summary(per_image: pd.DataFrame) -> dict[str, Any]:
@@ -457,8 +481,11 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
               f"HD95 median {t['hd95_median']} px; missed {t['missed']}/{t['tumour_images']}, "
               f"false positives {t['false_positive_images']}/{t['tumour_free_images']}")
     if m.get("unscored"):
-        print(f"  {m['unscored']['tumour_images']} test tumour slices without a true mask, not scored: a mask on "
-              f"{m['unscored']['with_mask']} (unscored.csv, overlays_unscored.png)")
+        u = m["unscored"]
+        verdicts = ", ".join(f"{status} {count}" for status, count in (u["refine_status"] or {}).items())
+        print(f"  {u['tumour_images']} test tumour slices without a true mask, not scored: a mask on "
+              f"{u['with_mask']} (unscored.csv, overlays_unscored.png)"
+              + (f"; SAM's outline per slice: {verdicts}" if verdicts else ""))
     if "refine" in m:
         verdicts = ", ".join(f"{status} {count}" for status, count in m["refine_status"].items())
         own = "" if m["dice_mean_unrefined"] is None else f"the network's own masks: Dice mean {m['dice_mean_unrefined']}; "

@@ -64,15 +64,24 @@ def test_tumour_slices_without_a_true_mask_are_outlined_but_not_scored(
     unmasked.mkdir()
     manifest.write(manifest.rebase(manifest.read(labelled), labelled, unmasked).assign(mask_path=""), unmasked)
     out = tmp_path / "08"
-    result = stage("08_unet_train.py", "--in", str(unmasked), "--out", str(out), "--masks", "pseudo", *QUICK)
+    result = stage("08_unet_train.py", "--in", str(unmasked), "--out", str(out), "--masks", "pseudo", *QUICK,
+                   "--refine", "sam")
     metrics = json.loads((out / "metrics.json").read_text())  # standard JSON: a mean over no slices is null
     assert metrics["test"]["tumour_images"] == 0 and metrics["test"]["dice_mean"] is None
     unscored = pd.read_csv(out / "unscored.csv")
     test_tumours = metrics["split"]["test"] - metrics["test"]["tumour_free_images"]
     assert len(unscored) == test_tumours == metrics["unscored"]["tumour_images"] > 0
     for row in unscored.itertuples():
-        assert int(read_mask(out / row.pred_mask_path).sum()) == row.pred_pixels  # the network's own mask
+        assert int(read_mask(out / row.pred_mask_path).sum()) == row.pred_pixels
     assert metrics["unscored"]["with_mask"] == int((unscored["pred_pixels"] > 0).sum())
+    # --refine sam reaches them too: a verdict per slice; where SAM's outline was not kept, the network's mask stays
+    verdicts = unscored["refine_status"].value_counts().to_dict()
+    assert metrics["unscored"]["refine_status"] == verdicts and sum(verdicts.values()) == len(unscored)
+    kept = unscored["refine_status"] == "accepted"
+    assert (unscored.loc[~kept, "pred_pixels"] == unscored.loc[~kept, "pred_pixels_unrefined"]).all()
+    assert (unscored.loc[unscored["pred_pixels_unrefined"] == 0, "refine_status"] == "nothing to refine").all()
+    assert "overlays_unscored.png); SAM's outline per slice: " + ", ".join(f"{k} {v}" for k, v in verdicts.items()) \
+        in result.stdout
     assert (out / "overlays_unscored.png").is_file() and "not scored" in (out / "report.html").read_text()
     assert f"{test_tumours} test tumour slices without a true mask, not scored" in result.stdout
 

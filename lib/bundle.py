@@ -29,6 +29,7 @@ import pandas as pd
 
 from lib import classify, manifest
 from lib.io import write_json_atomic, write_text_atomic
+from lib.metrics import interval_text, number_text
 
 FORMAT = 1
 CLASS_NAMES = ["no_tumor", "tumor"]
@@ -169,10 +170,6 @@ def _segmenter_members(seg: dict[str, Any]) -> str:
     return f"; the mean of {count} networks' maps (seeds differ)" if count > 1 else ""
 
 
-def _ci(values: Any) -> str:
-    return f"[{values[0]:.3f}, {values[1]:.3f}]" if values and None not in values else ""
-
-
 def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
     """README.md of the bundle, in the spirit of model cards (Mitchell et al. 2019): what it is for and not for."""
     m = settings["metrics"]["ensemble"]
@@ -213,7 +210,7 @@ def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
         _metric_row(f"best single model ({single['name']})", single["metrics"]),
         "",
         f"Ensemble minus best single ROC AUC: {settings['metrics']['auc_difference']['difference']:+.3f} "
-        f"{_ci(settings['metrics']['auc_difference']['ci'])} (paired bootstrap).",
+        f"{interval_text(settings['metrics']['auc_difference']['ci'])} (paired bootstrap).",
         f"Operating point of the ensemble: sensitivity {op['sensitivity']:.3f}, specificity {op['specificity']:.3f} "
         f"(confusion {op['confusion']}).",
     ]
@@ -222,7 +219,7 @@ def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
                   f"so no Dice; masks on tumour-free slices {seg_test.get('false_positive_images', '?')}."]
     elif seg_test:
         lines += ["", f"Segmentation on 08's test part ({seg_test.get('images', '?')} slices): Dice mean "
-                  f"{seg_test['dice_mean']:.3f} {_ci(seg_test.get('dice_ci'))}, "
+                  f"{seg_test['dice_mean']:.3f} {interval_text(seg_test.get('dice_ci'))}, "
                   f"median {seg_test.get('dice_median', float('nan')):.3f}, "
                   f"missed tumours {seg_test.get('missed', '?')}, masks on tumour-free slices "
                   f"{seg_test.get('false_positive_images', '?')}."]
@@ -254,7 +251,8 @@ def _combination(chosen: dict[str, Any]) -> str:
 
 def _metric_row(name: str, m: dict[str, Any]) -> str:
     op = m["operating"]
-    cells = [f"{m['roc_auc']:.3f} {_ci(m['roc_auc_ci'])}", f"{m['pr_auc']:.3f} {_ci(m['pr_auc_ci'])}"]
-    cells += [f"{op[k]:.3f} {_ci(op.get(f'{k}_ci'))}" for k in ("sensitivity", "specificity", "precision", "f1")]
-    cells.append(f"{m['ece']:.3f}")
+    cells = [f"{number_text(m[k])} {interval_text(m[f'{k}_ci'])}" for k in ("roc_auc", "pr_auc")]
+    cells += [f"{number_text(op[k])} {interval_text(op.get(f'{k}_ci'))}"
+              for k in ("sensitivity", "specificity", "precision", "f1")]
+    cells.append(number_text(m["ece"]))
     return f"| {name} | " + " | ".join(cells) + " |"

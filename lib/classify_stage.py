@@ -24,7 +24,8 @@ import pandas as pd
 
 from lib import classify, manifest, plots, report, splits
 from lib.dedup import sha256_file
-from lib.io import read_image, write_json_atomic, write_text_atomic
+from lib.io import as_json, read_image, write_json_atomic, write_text_atomic
+from lib.metrics import interval_text, number_text, rounded
 from lib.stage import check_in_dir
 
 COMPARISON_KEYS = ("roc_auc", "pr_auc")
@@ -170,7 +171,7 @@ def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, fold
     done = model_dir / "metrics.json"
     if done.is_file() and not args.force:
         saved = json.loads(done.read_text())
-        if saved.get("signature") == json.loads(json.dumps(signature, default=str)) and has_fold_models(model_dir):
+        if saved.get("signature") == as_json(signature, default=str) and has_fold_models(model_dir):
             print(f"{family}: finished earlier with the same folds and settings; reusing {done}")
             return saved["metrics"]
     start = time.perf_counter()
@@ -194,8 +195,9 @@ def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, fold
     cv.oof.to_csv(model_dir / "oof.csv", index=False)
     result["plots"] = _family_plots(family, cv, result, model_dir, out)
     write_json_atomic(done, {"signature": signature, "metrics": result, "histories": cv.histories})
-    print(f"{family}: ROC AUC {result['roc_auc']:.3f} {_ci(result['roc_auc_ci'])}, "
-          f"sensitivity {result['operating']['sensitivity']:.3f}, specificity {result['operating']['specificity']:.3f}"
+    op = result["operating"]
+    print(f"{family}: ROC AUC {number_text(result['roc_auc'])} {interval_text(result['roc_auc_ci'])}, "
+          f"sensitivity {number_text(op['sensitivity'])}, specificity {number_text(op['specificity'])}"
           f" ({result['seconds']:.0f} s)")
     return result
 
@@ -222,23 +224,18 @@ def _family_plots(family: str, cv: classify.CrossValidation, result: dict[str, A
 # --- comparison -------------------------------------------------------------------
 
 
-def _ci(interval: Any) -> str:
-    low, high = interval
-    return f"[{low:.3f}, {high:.3f}]"
-
-
 def comparison(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """One row per model, sorted by ROC AUC, with intervals and the operating point."""
     rows = []
     for name, r in results.items():
         op = r["operating"]
-        row = {"model": name, "roc_auc": round(r["roc_auc"], 3), "roc_auc_95ci": _ci(r["roc_auc_ci"]),
-               "pr_auc": round(r["pr_auc"], 3)}
-        row.update({k: round(op[k], 3) for k in OPERATING_KEYS})
-        row.update(threshold=round(op["threshold"], 3), accuracy_at_0_5=round(r["at_0.5"]["accuracy"], 3),
-                   brier=round(r["brier"], 3), ece=round(r["ece"], 3), seconds=r.get("seconds", ""))
+        row = {"model": name, "roc_auc": rounded(r["roc_auc"]), "roc_auc_95ci": interval_text(r["roc_auc_ci"]),
+               "pr_auc": rounded(r["pr_auc"])}
+        row.update({k: rounded(op[k]) for k in OPERATING_KEYS})
+        row.update(threshold=rounded(op["threshold"]), accuracy_at_0_5=rounded(r["at_0.5"]["accuracy"]),
+                   brier=rounded(r["brier"]), ece=rounded(r["ece"]), seconds=r.get("seconds", ""))
         if "external" in r:
-            row["external_sensitivity"] = round(r["external"]["sensitivity"], 3)
+            row["external_sensitivity"] = rounded(r["external"]["sensitivity"])
         rows.append(row)
     return pd.DataFrame(rows).sort_values("roc_auc", ascending=False)
 

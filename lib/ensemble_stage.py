@@ -75,13 +75,10 @@ def comparison(result: dict[str, Any]) -> pd.DataFrame:
 
 def _row(name: str, m: dict[str, Any]) -> dict[str, Any]:
     op = m["operating"]
-    return {"model": name, "roc_auc": m["roc_auc"], "roc_auc_ci": _ci(m["roc_auc_ci"]), "pr_auc": m["pr_auc"],
+    return {"model": name, "roc_auc": m["roc_auc"], "roc_auc_ci": metrics.interval_text(m["roc_auc_ci"]),
+            "pr_auc": m["pr_auc"],
             "sensitivity": op["sensitivity"], "specificity": op["specificity"], "precision": op["precision"],
             "f1": op["f1"], "ece": m["ece"]}
-
-
-def _ci(values: Any) -> str:
-    return f"[{values[0]:.3f}, {values[1]:.3f}]"
 
 
 def _plots(members: ensemble.Members, oof: pd.DataFrame, operating: dict[str, Any], out: Path) -> list[str]:
@@ -101,7 +98,8 @@ def write_report(out: Path, table: pd.DataFrame, result: dict[str, Any]) -> Path
     text = (f"<p>Members: {', '.join(result['members'])}. Deployed: combiner <b>{deployed['combiner']['kind']}</b>, "
             f"calibrator <b>{deployed['calibrator']['kind']}</b>, threshold {deployed['threshold']:.3f} "
             f"(target sensitivity {deployed['target_sensitivity']:.2f}). Ensemble minus best single model "
-            f"({result['best_single']['name']}) ROC AUC: {diff['difference']:+.3f} {_ci(diff['ci'])}.</p>")
+            f"({result['best_single']['name']}) ROC AUC: {diff['difference']:+.3f} "
+            f"{metrics.interval_text(diff['ci'])}.</p>")
     sections = [("Comparison (nested out-of-fold)", table.to_html(index=False, float_format="%.3f")),
                 ("Choices", text + report.dict_table_html({f"{k} (cross-validated)": json.dumps(v)
                                                           for k, v in deployed["choices"].items()})),

@@ -17,7 +17,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -184,7 +184,20 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """`obj` as standard JSON (see `as_json`), so that jq, browsers and other languages read every file we write."""
+    text = json.dumps(as_json(obj), indent=2, sort_keys=True, allow_nan=False)
+    write_text_atomic(path, text + "\n")
+
+
+def as_json(obj: object, default: Callable[[object], object] | None = None) -> Any:
+    """`obj` as it reads back from our JSON files: numpy values plain, paths strings, NaN and +-inf None.
+
+    Why: Python's json writes NaN and Infinity, which standard JSON has no words for (a mean over
+    no slices, an AUC on one class). Comparing a run's options with the saved ones (checkpoints,
+    stage signatures) goes through this too, so both sides read alike. `default` turns other
+    objects into something JSON holds (e.g. `str`)."""
+    text = json.dumps(obj, default=default or _json_default)
+    return json.loads(text, parse_constant=lambda _: None)
 
 
 def _json_default(value: object) -> object:

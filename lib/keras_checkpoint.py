@@ -16,13 +16,14 @@ names the files it belongs to, so a kill while writing leaves the previous epoch
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from lib.io import write_json_atomic
+from lib.io import as_json, write_json_atomic
 
 CHECKPOINT_DIR = "checkpoint"  # in a run's output folder
 STATE_FILE = "state.json"
@@ -44,10 +45,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
                  fresh: bool = False) -> None:
         super().__init__()
         self.folder = Path(folder)
-        self.identity = json.loads(json.dumps(identity, default=str))  # as it reads back
+        self.identity = as_json(identity, default=str)  # as it reads back
         self.carried = carried
         self.saved = None if fresh else self._read()
-        self.history: dict[str, list[float]] = {k: list(v) for k, v in (self.saved or {}).get("history", {}).items()}
+        self.history: dict[str, list[float]] = {  # a NaN epoch (diverged loss) was written as null
+            k: [math.nan if x is None else x for x in v] for k, v in (self.saved or {}).get("history", {}).items()}
 
     @property
     def epochs_done(self) -> int:

@@ -9,6 +9,7 @@ scikit-learn computes the curves; this module only assembles them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -123,3 +124,27 @@ def summary(y: np.ndarray, prob: np.ndarray, threshold: float | np.ndarray,
     out["brier"] = float(brier_score_loss(y, prob))
     out["ece"] = expected_calibration_error(y, prob)
     return out
+
+
+# --- text for tables, cards and summaries --------------------------------------------------
+
+
+def number_text(value: float | None, digits: int = 3) -> str:
+    """A metric with `digits` decimals, or "n/a" where it is undefined.
+
+    Why: an undefined metric (precision when nothing was called tumour, an AUC on one class) is NaN
+    in memory and null in our JSON files (lib.io.write_json_atomic); both must print, not crash."""
+    return f"{value:.{digits}f}" if value is not None and math.isfinite(value) else "n/a"
+
+
+def interval_text(values: Any) -> str:
+    """A confidence interval as "[low, high]", or "" where it is missing or undefined (see number_text)."""
+    if not values or any(v is None or not math.isfinite(v) for v in values):
+        return ""
+    low, high = values
+    return f"[{low:.3f}, {high:.3f}]"
+
+
+def rounded(value: float | None, digits: int = 3) -> float | None:
+    """`round` for table cells that may hold None (an undefined metric read back from JSON)."""
+    return None if value is None else round(value, digits)

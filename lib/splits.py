@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from lib.io import write_json_atomic
+from lib.io import as_json, write_json_atomic
 
 FOLDS = 5
 REPEATS = 1
@@ -56,7 +56,7 @@ def load_or_make(path: Path, df: pd.DataFrame, folds: int, repeats: int, seed: i
     wanted = from_manifest(df, folds, repeats, seed)
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved == json.loads(json.dumps(wanted)):
+        if saved == as_json(wanted):
             return saved
     write_json_atomic(path, wanted)
     return wanted

@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lib import manifest
-from lib.io import write_json_atomic
+from lib.io import as_json, write_json_atomic
 
 KAGGLE_INPUT = Path("/kaggle/input")
 KAGGLE_WORKING = Path("/kaggle/working")
@@ -89,7 +89,7 @@ class Progress:
     def __init__(self, out_dir: Path, force: bool, signature: dict[str, Any], checkpoint_every: int = 50):
         self.out_dir = out_dir
         self.checkpoint_every = checkpoint_every
-        signature = json.loads(json.dumps(signature, default=str))
+        signature = as_json(signature, default=str)
         stale = _read_json(out_dir / SIGNATURE) != signature
         if stale and not force and manifest.read_partial(out_dir) is not None:
             print(f"{out_dir}: inputs or options changed since the last run; redoing every item")

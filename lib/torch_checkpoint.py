@@ -12,11 +12,12 @@ the previous epoch's checkpoint intact.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from lib.io import as_json
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -26,7 +27,7 @@ class TrainingCheckpoint:
 
     def __init__(self, folder: Path | None, identity: dict[str, Any], fresh: bool = False) -> None:
         self.path = None if folder is None else Path(folder) / CHECKPOINT_FILE
-        self.identity = json.loads(json.dumps(identity, default=str))  # as it reads back
+        self.identity = as_json(identity, default=str)  # as it reads back
         self.fresh = fresh
 
     def load(self) -> dict[str, Any] | None:

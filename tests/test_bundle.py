@@ -77,6 +77,11 @@ def test_bundle_is_self_contained_with_a_model_card(tiny_bundle: Path) -> None:
                                      "dice_median": None, "missed": 0, "false_positive_images": 3}
     data = {"input": "navoneel", "images": 253, "tumours": 155, "folds": 3}
     assert "no true tumour masks, so no Dice; masks on tumour-free slices 3." in bundle.model_card(settings, data)
+    # an undefined metric (precision when nothing was called tumour) reads back from JSON as null: "n/a", no crash
+    single = settings["metrics"]["best_single"]["metrics"]["operating"]
+    single["precision"], single["precision_ci"] = None, [None, None]
+    row = next(line for line in bundle.model_card(settings, data).splitlines() if line.startswith("| best single"))
+    assert row.split(" | ")[5].strip() == "n/a"  # model, ROC AUC, PR AUC, sensitivity, specificity, precision
     assert not list(tiny_bundle.parent.glob("bundle.partial")) and not list(tiny_bundle.parent.glob("bundle.old"))
 
 

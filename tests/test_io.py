@@ -1,5 +1,6 @@
 """lib.io: every odd file a real collection holds, made here on purpose."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,17 @@ def test_png_round_trip_rgb_and_grey(tmp_path: Path) -> None:
     io.write_png(tmp_path / "g.png", _gradient())
     assert (io.read_image(tmp_path / "rgb.png").pixels == rgb).all()
     assert (io.read_image(tmp_path / "g.png").pixels == _gradient()).all()
+
+
+def refuse(word: str) -> None:
+    """json.loads' parse_constant: NaN, Infinity and -Infinity are not standard JSON."""
+    raise ValueError(f"not standard JSON: {word}")
+
+
+def test_json_files_are_standard_json(tmp_path: Path) -> None:
+    """A mean over no slices (NaN) or an infinity becomes null; numpy values and paths become plain values."""
+    io.write_json_atomic(tmp_path / "m.json", {"dice": float("nan"), "ci": np.array([np.inf, 0.5]),
+                                               "n": np.int64(3), "folder": tmp_path})
+    back = json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse)
+    assert back == {"dice": None, "ci": [None, 0.5], "n": 3, "folder": str(tmp_path)}
+    assert io.as_json({"dice": np.float32("nan")}) == {"dice": None}  # what a comparison with the file sees

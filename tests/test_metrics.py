@@ -50,3 +50,8 @@ def test_perfect_ranking_has_a_tight_interval() -> None:
 def test_one_class_only_gives_nan_auc_not_an_error() -> None:
     s = metrics.summary(np.ones(5, bool), np.full(5, 0.7), threshold=0.5, rounds=50)
     assert np.isnan(s["roc_auc"]) and s["operating"]["sensitivity"] == 1.0
+    # such a value prints as "n/a" in tables and cards, whether NaN in memory or null read back from JSON
+    assert metrics.number_text(s["roc_auc"]) == metrics.number_text(None) == "n/a"
+    assert metrics.interval_text(s["roc_auc_ci"]) == metrics.interval_text([None, None]) == ""
+    assert metrics.number_text(0.12345) == "0.123" and metrics.interval_text((0.1, 0.25)) == "[0.100, 0.250]"
+    assert metrics.rounded(None) is None and metrics.rounded(0.12345) == 0.123

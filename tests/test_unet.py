@@ -1,5 +1,7 @@
 """Segmentation networks of 08: the U-Net learns bright ellipses, augmentation keeps masks aligned, files round-trip."""
 
+import json
+import math
 from pathlib import Path
 
 import cv2
@@ -152,6 +154,21 @@ def test_a_killed_run_resumes_after_its_last_epoch_and_ends_as_the_uninterrupted
     with pytest.raises(AssertionError, match="trained again from epoch 0"):  # another seed is another run
         unet.train(*data, out_dir=tmp_path / "killed", seed=1, **options)
     assert "other options or slices" in capsys.readouterr().out
+
+
+def test_a_checkpoint_is_standard_json_and_keeps_a_nan_epoch(tmp_path: Path) -> None:
+    """state.json holds null for NaN; a rerun with the same options (a NaN one too) still matches and
+    reads the NaN epoch back as NaN."""
+    from lib.keras_checkpoint import STATE_FILE, EpochCheckpoint
+    from tests.test_io import refuse
+
+    identity = {"seed": 0, "min_delta": float("nan")}
+    first = EpochCheckpoint(tmp_path, identity, carried=[])
+    first.history = {"loss": [0.5, math.nan]}
+    first._write(epochs_done=2, weights=None, best_weights=None, stopped=False, callbacks={})
+    json.loads((tmp_path / STATE_FILE).read_text(), parse_constant=refuse)
+    again = EpochCheckpoint(tmp_path, identity, carried=[])
+    assert again.epochs_done == 2 and again.history["loss"][0] == 0.5 and math.isnan(again.history["loss"][1])
 
 
 def test_build_rejects_unknown_architectures_and_odd_sizes() -> None:

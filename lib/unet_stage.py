@@ -51,6 +51,7 @@ PRECISIONS = ("auto", "float32", "bfloat16")  # litemedsam: lib.medsam_tuning.us
 OVERLAYS = 16  # best and worst test slices shown
 SEARCH = "search"  # with --refit: the subfolder of the validation-chosen model (model.pt, history.csv)
 MEMBER = "seed-{}"  # with --ensemble: each member network's folder, by its seed
+TRAINING_KEYS = ("epochs_run", "best_epoch", "best_val_dice", "refit")  # metrics.json: how a network trained
 
 
 def model_file(architecture: str) -> str:
@@ -138,17 +139,15 @@ class Fitted(NamedTuple):
     """A trained 08 network: the model to test, its predict(model, images) -> bool masks, and curves per epoch.
 
     `history` is the early-stopping run's; with --refit, `refit` holds the curves of the model tested.
-    With --ensemble, `members` names each member network (seed-<s>: model) and replaces `model`
-    (None), `proba` gives a member's probability maps, `member_epochs` the epochs each trained
-    (early stopping run + refit); the curves are the first member's."""
+    With --ensemble, `members` holds each member's own Fitted (seed-<s>: ...), `model` is None,
+    `history` empty, and `proba` gives a member's probability maps."""
 
     model: Any
     history: dict[str, list[float]]
     predict: Callable[[Any, list[np.ndarray]], list[np.ndarray]]
     refit: dict[str, list[float]] | None = None
-    members: dict[str, Any] | None = None
+    members: dict[str, Fitted] | None = None
     proba: Callable[[Any, list[np.ndarray]], list[np.ndarray]] | None = None
-    member_epochs: dict[str, int] | None = None
 
     @property
     def epochs(self) -> int:
@@ -187,14 +186,13 @@ def fit_ensemble(args: argparse.Namespace, data: dict[str, tuple[list, list]], o
 
     Why: members that differ only in their seed make different mistakes, and the mean of
     their maps outlined the figshare tumours better than the average member did."""
-    members, epochs, first = {}, {}, None
+    members = {}
     for k, seed in enumerate(range(args.seed, args.seed + args.ensemble)):
         print(f"ensemble member {k + 1}/{args.ensemble}: seed {seed}", flush=True)
-        fitted = fit(argparse.Namespace(**{**vars(args), "seed": seed}), data, out / MEMBER.format(seed))
-        members[MEMBER.format(seed)], epochs[MEMBER.format(seed)] = fitted.model, fitted.epochs
-        first = first or fitted
-    return first._replace(model=None, members=members, proba=engine(args.architecture).predict_proba,
-                          member_epochs=epochs)
+        members[MEMBER.format(seed)] = fit(argparse.Namespace(**{**vars(args), "seed": seed}), data,
+                                           out / MEMBER.format(seed))
+    tools = engine(args.architecture)
+    return Fitted(None, {}, tools.predict, members=members, proba=tools.predict_proba)
 
 
 def mean_masks(maps: list[list[np.ndarray]], threshold: float = 0.5) -> list[np.ndarray]:
@@ -317,7 +315,7 @@ def test_masks(fitted: Fitted, images: list[np.ndarray]) -> tuple[list[np.ndarra
     """The masks 08 tests and, for an ensemble, each member's own masks (every map computed once)."""
     if not fitted.members:
         return fitted.predict(fitted.model, images), {}
-    maps = {name: fitted.proba(model, images) for name, model in fitted.members.items()}
+    maps = {name: fitted.proba(member.model, images) for name, member in fitted.members.items()}
     return mean_masks(list(maps.values())), {name: [m > 0.5 for m in member] for name, member in maps.items()}
 
 
@@ -327,9 +325,7 @@ def summarise(per_image: pd.DataFrame, unscored: pd.DataFrame, rows: pd.DataFram
     """metrics.json: the test scores and how the model was trained (best_val_dice is the early-stopping run's);
     `unscored`: the test tumour slices without a true mask, counted (with a predicted mask or not), not scored."""
     scores = mask_metrics.summary(per_image) if len(per_image) else {}
-    tuned, history = args.architecture == TUNED, fitted.history
-    best = best_epoch(history, engine(args.architecture).WARMUP_EPOCHS)
-    best = None if best < 0 else best
+    tuned = args.architecture == TUNED
     return {
         "masks": args.masks, "architecture": args.architecture, "tune": args.tune if tuned else None,
         "precision": _precision(args.precision) if tuned else None,
@@ -338,26 +334,41 @@ def summarise(per_image: pd.DataFrame, unscored: pd.DataFrame, rows: pd.DataFram
         "backend": _backend(args.architecture),
         "split": {name: int((rows["part"] == name).sum()) for name in splits.PARTS},
         "trained_on": len(data["train"][0]), "validated_on": len(data["val"][0]),
-        "epochs_run": len(history.get("loss", [])), "best_epoch": None if best is None else best + 1,
-        "best_val_dice": None if best is None else round(float(history["val_dice"][best]), 4),
-        "refit": None if fitted.refit is None else {"epochs": len(fitted.refit["loss"]),
-                                                    "slices": len(data["train"][0]) + len(data["val"][0]),
-                                                    "epochs_from": "validation" if history else "--refit-epochs"},
+        **(dict.fromkeys(TRAINING_KEYS) if fitted.members else training_summary(fitted, data, args.architecture)),
         "train_seconds": round(seconds, 1), "test": {k: _round(v) for k, v in scores.items()},
-        "ensemble": _ensemble_summary(per_image, fitted, args),
+        "ensemble": _ensemble_summary(per_image, fitted, args, data),
         "unscored": _unscored_summary(unscored),
         **_refine_summary(per_image),
     }
 
 
-def _ensemble_summary(per_image: pd.DataFrame, fitted: Fitted, args: argparse.Namespace) -> dict[str, Any] | None:
-    """With --ensemble: the members' seeds and folders, the epochs each trained, and each one's own test
-    Dice mean (unrefined)."""
+def training_summary(fitted: Fitted, data: dict[str, tuple[list, list]], architecture: str) -> dict[str, Any]:
+    """How one network trained (TRAINING_KEYS): epochs of the early-stopping run, the epoch it kept and its
+    validation Dice, and the refit (epochs, slices, where its epoch count came from).
+
+    An ensemble's members each have their own: metrics.ensemble.training holds them, and the
+    top-level keys are null rather than one member's numbers standing for all."""
+    history = fitted.history
+    best = best_epoch(history, engine(architecture).WARMUP_EPOCHS)
+    best = None if best < 0 else best
+    return {"epochs_run": len(history.get("loss", [])), "best_epoch": None if best is None else best + 1,
+            "best_val_dice": None if best is None else round(float(history["val_dice"][best]), 4),
+            "refit": None if fitted.refit is None else {"epochs": len(fitted.refit["loss"]),
+                                                        "slices": len(data["train"][0]) + len(data["val"][0]),
+                                                        "epochs_from": "validation" if history else "--refit-epochs"}}
+
+
+def _ensemble_summary(per_image: pd.DataFrame, fitted: Fitted, args: argparse.Namespace,
+                      data: dict[str, tuple[list, list]]) -> dict[str, Any] | None:
+    """With --ensemble: the members' seeds and folders, how each trained (epochs in all, and
+    training_summary's fields), and each one's own test Dice mean (unrefined)."""
     if not fitted.members:
         return None
     tumour = per_image[per_image["true_pixels"] > 0] if len(per_image) else per_image
     return {"seeds": list(range(args.seed, args.seed + args.ensemble)), "folders": list(fitted.members),
-            "member_epochs": fitted.member_epochs,
+            "member_epochs": {name: member.epochs for name, member in fitted.members.items()},
+            "training": {name: training_summary(member, data, args.architecture)
+                         for name, member in fitted.members.items()},
             "member_dice_mean": {name: _round(float(tumour[f"dice_{name}"].mean())) if len(tumour) else None
                                  for name in fitted.members}}
 
@@ -410,7 +421,7 @@ def _backend(architecture: str) -> str:
 
 
 def _round(value: Any) -> Any:
-    """4 decimals; a mean over no slices (NaN) becomes None, so metrics.json stays standard JSON."""
+    """4 decimals; a mean over no slices (NaN) becomes None, as metrics.json holds it (null), for the summary."""
     if isinstance(value, (tuple, list)):
         return [_round(v) for v in value]
     if isinstance(value, float):
@@ -423,9 +434,13 @@ def _round(value: Any) -> Any:
 
 def write_report(out: Path, per_image: pd.DataFrame, metrics: dict[str, Any], fitted: Fitted,
                  unscored: pd.DataFrame) -> Path:
-    histories, labels = [fitted.history], ["early stopping on validation"]
-    if fitted.refit is not None:
-        histories, labels = histories + [fitted.refit], labels + ["refit on training + validation"]
+    histories, labels = [], []
+    for name, network in (fitted.members or {"": fitted}).items():  # an ensemble: every member's curves
+        for history, label in ((network.history, "early stopping on validation"),
+                               (network.refit, "refit on training + validation")):
+            if history:
+                histories.append(history)
+                labels.append(f"{name}: {label}" if name else label)
     curves = plots.training_curves(histories, out / "training.png", "08: training curves", labels)
     tumour = per_image[per_image["true_pixels"] > 0].sort_values("dice")
     sheets = []
@@ -458,11 +473,12 @@ def overlay(row: dict[str, Any], out: Path) -> np.ndarray:
 
 def _print_summary(out: Path, m: dict[str, Any]) -> None:
     t = m["test"]
-    total = m["epochs_run"] + (m["refit"]["epochs"] if m["refit"] else 0)  # a --refit-epochs run has no first run
-    epochs = "each member's epochs below" if m["ensemble"] else f"{total} epochs"  # the fields hold member 1's
-    only_refit = m["refit"] and not m["epochs_run"]  # --refit-epochs: the tested model saw validation slices too
-    slices = (f"{m['refit']['slices']} training + validation slices" if only_refit
+    trained = next(iter(m["ensemble"]["training"].values())) if m["ensemble"] else m  # members share the options
+    only_refit = trained["refit"] and not trained["epochs_run"]  # --refit-epochs: the tested model saw validation too
+    slices = (f"{trained['refit']['slices']} training + validation slices" if only_refit
               else f"{m['trained_on']} training slices")
+    total = (m["epochs_run"] or 0) + (m["refit"]["epochs"] if m["refit"] else 0)  # --refit-epochs: no first run
+    epochs = "each member's epochs below" if m["ensemble"] else f"{total} epochs"
     print(f"08_unet_train ({m['architecture']} on {m['masks']} masks, {slices}, "
           f"{epochs}, {m['train_seconds']:.0f} s) -> {out}")
     if m["refit"]:

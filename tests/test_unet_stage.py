@@ -179,8 +179,14 @@ def test_an_ensemble_trains_a_network_per_seed_and_tests_the_mean_of_their_maps(
     per_image = pd.read_csv(out / "per_image.csv")
     tumour = per_image[per_image["true_pixels"] > 0]
     for folder in folders:  # each member is also scored alone, and says how long it trained
-        assert metrics["ensemble"]["member_epochs"][folder] == len(pd.read_csv(out / folder / "history.csv"))
+        history = pd.read_csv(out / folder / "history.csv")
+        trained = metrics["ensemble"]["training"][folder]
+        assert metrics["ensemble"]["member_epochs"][folder] == len(history) == trained["epochs_run"]
+        assert trained["best_val_dice"] == round(history["val_dice"][trained["best_epoch"] - 1], 4)
         assert abs(metrics["ensemble"]["member_dice_mean"][folder] - tumour[f"dice_{folder}"].mean()) < 1e-4
+    # no member's training numbers stand for the ensemble's; the curves are every member's
+    assert all(metrics[key] is None for key in ("epochs_run", "best_epoch", "best_val_dice", "refit"))
+    assert (out / "training.png").is_file()
     differ = 0
     for row in per_image.head(6).to_dict("records"):  # the tested mask is the mean of the members' maps
         image = read_image(out / row["image_path"]).pixels

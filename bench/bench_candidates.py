@@ -24,7 +24,6 @@ that split and prints the constants to paste into lib/candidates.py.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib import candidates, clean, manifest, report  # noqa: E402
-from lib.io import read_image, read_mask, to_grey  # noqa: E402
+from lib.io import read_image, read_mask, to_grey, write_json_atomic  # noqa: E402
 
 TARGET_HIT_RATE = 0.85
 TARGET_MS = 20.0
@@ -296,13 +295,13 @@ def main() -> int:
     if args.sheet:
         contact_sheet(figshare, found_fig, args.sheet)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
+    write_json_atomic(args.json, {
         "figshare": str(args.figshare), "phantoms": str(args.phantoms), "cores": os.cpu_count(),
         "machine": platform.platform(), "train_split": ["phantoms", *TRAIN_BLOCKS],
         "target_hit_rate": TARGET_HIT_RATE, "target_ms": TARGET_MS, "min_score": candidates.MIN_SCORE,
         "results": rows, "find_ms": {"median": float(np.median(times)), "p90": float(np.percentile(times, 90))},
         "score_threshold": sweep, "ablation": ablation, "with_clusters": clusters,
-    }, indent=2) + "\n")
+    })
     return 0
 
 

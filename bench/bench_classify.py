@@ -25,6 +25,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lib.io import write_json_atomic  # noqa: E402
+
 MODELS = "metadata,features,medsam_embed,fusion,cnn,efficientnetv2b0"
 TARGET_SECONDS = 30 * 60
 
@@ -67,14 +71,14 @@ def main() -> int:
     verdict = "meets" if total <= TARGET_SECONDS else "misses"
     print(f"total {total / 60:.1f} min {verdict} the target of {TARGET_SECONDS / 60:.0f} min")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
+    write_json_atomic(args.json, {
         "machine": platform.platform(), "cores": os.cpu_count(), "models": args.models,
         "external_limit": args.external_limit,
         "total_seconds": round(total, 1), "target_seconds": TARGET_SECONDS,
         "per_model": {k: {"seconds": v["seconds"], "roc_auc": v["roc_auc"], "roc_auc_ci": v["roc_auc_ci"],
                           "operating": {m: v["operating"][m] for m in ("sensitivity", "specificity", "threshold")},
                           "external": v.get("external")} for k, v in results.items()},
-    }, indent=2))
+    })
     print(f"wrote {args.json}")
     return 0
 

@@ -13,7 +13,6 @@ Prints a table and writes bench/results/clean.json. Target: >= 150 images/s at 2
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -26,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.timing import best_time  # noqa: E402
 from lib import clean_stage, manifest  # noqa: E402
-from lib.io import read_image  # noqa: E402
+from lib.io import read_image, write_json_atomic  # noqa: E402
 from lib.stage import imap  # noqa: E402
 
 TARGET_IMAGES_PER_S = 150
@@ -81,9 +80,9 @@ def main() -> int:
     verdict = "meets" if parallel >= TARGET_IMAGES_PER_S else "misses"
     print(f"clean throughput {parallel:.0f} images/s {verdict} the target of {TARGET_IMAGES_PER_S}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
+    write_json_atomic(args.json, {
         "images": n, "size": args.size, "cores": os.cpu_count(), "machine": platform.platform(),
-        "target_images_per_s": TARGET_IMAGES_PER_S, "results": results}, indent=2) + "\n")
+        "target_images_per_s": TARGET_IMAGES_PER_S, "results": results})
     return 0
 
 

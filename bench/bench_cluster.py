@@ -22,7 +22,6 @@ bench/results/k_choice.json plus one PNG of the four curves per set.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from bench.timing import best_time  # noqa: E402
 from lib import cluster, manifest  # noqa: E402
 from lib.clean import head_mask  # noqa: E402
-from lib.io import read_image  # noqa: E402
+from lib.io import read_image, write_json_atomic  # noqa: E402
 from lib.stage import imap  # noqa: E402
 
 TARGET_FIT_IMAGES_PER_S = 50
@@ -181,8 +180,7 @@ def choose(args: argparse.Namespace) -> int:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
+    write_json_atomic(path, obj)
     print(f"wrote {path}")
 
 

@@ -21,7 +21,6 @@ grows with the number of clients while throughput stays that of one worker.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from demo import serve  # noqa: E402
 from lib import phantom  # noqa: E402
-from lib.io import write_png  # noqa: E402
+from lib.io import write_json_atomic, write_png  # noqa: E402
 
 OUTPUTS = ("crop", "verdict", "overlay", "gradcam", "timing", "status")  # what /predict returns to a client
 SLICES = 10  # distinct phantom slices, half with a tumour
@@ -78,9 +77,9 @@ def main() -> int:
     print_table(summary, args)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    args.json.write_text(json.dumps({"machine": platform.platform(), "cores": os.cpu_count(), "load_average": load,
-                                     "bundle": str(args.bundle) if not args.url else None, "url": args.url or None,
-                                     **summary}, indent=2))
+    write_json_atomic(args.json, {"machine": platform.platform(), "cores": os.cpu_count(), "load_average": load,
+                                  "bundle": str(args.bundle) if not args.url else None, "url": args.url or None,
+                                  **summary})
     print(f"wrote {args.json}")
     return 1 if summary["errors"] else 0
 

@@ -25,7 +25,6 @@ real slices among chains that reach the speed target.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import platform
@@ -42,7 +41,7 @@ from bench.timing import best_time  # noqa: E402
 from lib import enhance as enh  # noqa: E402
 from lib import manifest  # noqa: E402
 from lib.clean import head_mask  # noqa: E402
-from lib.io import read_image, read_mask  # noqa: E402
+from lib.io import read_image, read_mask, write_json_atomic  # noqa: E402
 
 TARGET_IMAGES_PER_S = 200
 # Slices timed in speed mode: enough that a pool's start-up and chunking are noise.
@@ -189,9 +188,9 @@ def speed_mode(args: argparse.Namespace, info: dict) -> None:
         verdict = "meets" if rate >= TARGET_IMAGES_PER_S else "misses"
         print(f"{r['step']}: {rate:.0f} images/s on {args.workers} processes {verdict} the target of "
               f"{TARGET_IMAGES_PER_S}")
-    (args.results / "enhance.json").write_text(json.dumps(
+    write_json_atomic(args.results / "enhance.json",
         {**info, "images": len(_SLICES), "size": list(shape), "source": str(args.speed_dir),
-         "results": results}, indent=2) + "\n")
+         "results": results})
 
 
 def choose_mode(args: argparse.Namespace, info: dict) -> None:
@@ -214,7 +213,7 @@ def choose_mode(args: argparse.Namespace, info: dict) -> None:
     print(f"\nbest median CNR gain on figshare at >= {TARGET_IMAGES_PER_S} images/s ({args.workers} processes): "
           f"{best['chain']} (gain {best['median_cnr_gain']:.3f}, {best[rate_key]:.0f} images/s); "
           f"DEFAULT_CHAIN is now {','.join(enh.DEFAULT_CHAIN)}")
-    (args.results / "enhance_chains.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(args.results / "enhance_chains.json", report)
 
 
 def main() -> int:

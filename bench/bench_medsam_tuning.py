@@ -13,7 +13,6 @@ measured in the same run. Writes bench/results/medsam_tuning.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.timing import best_time  # noqa: E402
 from lib import medsam, medsam_tuning, phantom  # noqa: E402
+from lib.io import write_json_atomic  # noqa: E402
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -47,10 +47,10 @@ def main() -> int:
         row["predict_speedup"] = round(base["predict_seconds_per_slice"] / row["predict_seconds_per_slice"], 2)
     print_table(rows, args)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"machine": platform.platform(), "cores": os.cpu_count(),
-                                     "device": medsam.default_device(),
-                                     "bf16_native": medsam_tuning.bf16_native(medsam.default_device()),
-                                     "batch": args.batch, "rows": rows}, indent=2))
+    write_json_atomic(args.json, {"machine": platform.platform(), "cores": os.cpu_count(),
+                                  "device": medsam.default_device(),
+                                  "bf16_native": medsam_tuning.bf16_native(medsam.default_device()),
+                                  "batch": args.batch, "rows": rows})
     print(f"wrote {args.json}")
     return 0
 

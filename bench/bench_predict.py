@@ -14,7 +14,6 @@ Target: median <= 150 ms for classification + mask on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib import phantom, predictor  # noqa: E402
+from lib.io import write_json_atomic  # noqa: E402
 
 TARGET_MS = 150.0
 
@@ -81,7 +81,7 @@ def main() -> int:
               "speedup_median": baseline["wall"]["median_ms"] / median, "target_ms": TARGET_MS,
               "meets_target": median <= TARGET_MS, "machine": platform.machine(), "cpus": os.cpu_count()}
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
+    write_json_atomic(args.json, result)
     print(f"warm median {median:.0f} ms per slice (target {TARGET_MS:.0f} ms: "
           f"{'met' if median <= TARGET_MS else 'NOT met'}); {result['speedup_median']:.1f}x faster than Model.predict;"
           f" {os.cpu_count()} CPUs; JSON: {args.json}")

@@ -19,7 +19,6 @@ Targets: truth-box Dice >= 0.90; auto Dice >= 0.75; <= 1.5 s per slice.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -32,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib import candidates, manifest, mask_metrics, medsam, pseudo_label, segmenters, splits  # noqa: E402
-from lib.io import read_image, read_mask  # noqa: E402
+from lib.io import read_image, read_mask, write_json_atomic  # noqa: E402
 
 TARGET_SECONDS = 1.5
 
@@ -57,8 +56,8 @@ def main() -> int:
         summary["compiled"] = time_compiled(rows[: args.compile], args.in_dir)
     print_table(summary, args)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"machine": platform.platform(), "cores": os.cpu_count(),
-                                     "in": str(args.in_dir), "part": args.part, **summary}, indent=2))
+    write_json_atomic(args.json, {"machine": platform.platform(), "cores": os.cpu_count(),
+                                  "in": str(args.in_dir), "part": args.part, **summary})
     print(f"wrote {args.json}")
     return 0
 

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lib import manifest, mask_metrics, pseudo_label, segmenters, unet_stage  # noqa: E402
+from lib.io import write_json_atomic  # noqa: E402
 
 ENSEMBLE = "mean"
 
@@ -77,9 +78,8 @@ def main() -> int:
     if args.per_image:
         pd.concat(scores, names=["variant"]).reset_index(level=0).to_csv(args.per_image, index=False)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"machine": platform.platform(), "in": str(args.in_dir), "test_slices": len(test),
-                                     "seconds_per_slice": seconds, "variants": table, "by_group": by_group},
-                                    indent=2, default=float))
+    write_json_atomic(args.json, {"machine": platform.platform(), "in": str(args.in_dir), "test_slices": len(test),
+                                  "seconds_per_slice": seconds, "variants": table, "by_group": by_group})
     print(f"wrote {args.json}")
     return 0
 

@@ -17,7 +17,7 @@ from lib.report import plt, save_figure
 
 def roc_pr(y: np.ndarray, prob: np.ndarray, operating: Mapping[str, float], path: Path, title: str) -> Path:
     """ROC and precision-recall curves side by side, the operating point marked on both."""
-    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(9, 4))
+    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(9, 4), layout="constrained")  # room for the suptitle
     fpr, tpr, _ = roc_curve(y, prob)
     roc_ax.plot(fpr, tpr, color="tab:red")
     roc_ax.plot([0, 1], [0, 1], ":", color="grey")
@@ -69,7 +69,8 @@ def training_curves(histories: Sequence[Mapping[str, Sequence[float]]], path: Pa
     keys = sorted({k for h in histories for k, v in h.items() if len(v) > 1 and isinstance(v[0], (int, float))})
     if not keys:
         return None
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.5 * len(keys), 3), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.5 * len(keys), 3), squeeze=False,
+                             layout="constrained")  # the suptitle clears the axis titles
     for ax, key in zip(axes[0], keys):
         for label, history in zip(labels, histories):
             if key in history:

@@ -76,9 +76,8 @@ def comparison(result: dict[str, Any]) -> pd.DataFrame:
 def _row(name: str, m: dict[str, Any]) -> dict[str, Any]:
     op = m["operating"]
     return {"model": name, "roc_auc": m["roc_auc"], "roc_auc_ci": metrics.interval_text(m["roc_auc_ci"]),
-            "pr_auc": m["pr_auc"],
-            "sensitivity": op["sensitivity"], "specificity": op["specificity"], "precision": op["precision"],
-            "f1": op["f1"], "ece": m["ece"]}
+            "pr_auc": m["pr_auc"], "sensitivity": op["sensitivity"], "specificity": op["specificity"],
+            "precision": op["precision"], "f1": op["f1"], "ece": m["ece"]}
 
 
 def _plots(members: ensemble.Members, oof: pd.DataFrame, operating: dict[str, Any], out: Path) -> list[str]:

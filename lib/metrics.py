@@ -139,7 +139,7 @@ def number_text(value: float | None, digits: int = 3) -> str:
 
 def interval_text(values: Any) -> str:
     """A confidence interval as "[low, high]", or "" where it is missing or undefined (see number_text)."""
-    if not values or any(v is None or not math.isfinite(v) for v in values):
+    if values is None or len(values) != 2 or any(v is None or not math.isfinite(v) for v in values):
         return ""
     low, high = values
     return f"[{low:.3f}, {high:.3f}]"

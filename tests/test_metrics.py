@@ -54,4 +54,5 @@ def test_one_class_only_gives_nan_auc_not_an_error() -> None:
     assert metrics.number_text(s["roc_auc"]) == metrics.number_text(None) == "n/a"
     assert metrics.interval_text(s["roc_auc_ci"]) == metrics.interval_text([None, None]) == ""
     assert metrics.number_text(0.12345) == "0.123" and metrics.interval_text((0.1, 0.25)) == "[0.100, 0.250]"
+    assert metrics.interval_text(np.array([0.1, 0.25])) == "[0.100, 0.250]" and metrics.interval_text(None) == ""
     assert metrics.rounded(None) is None and metrics.rounded(0.12345) == 0.123

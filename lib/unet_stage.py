@@ -377,9 +377,15 @@ def _unscored_summary(unscored: pd.DataFrame) -> dict[str, Any] | None:
     """The test tumour slices without a true mask: how many, how many got a mask, and SAM's verdicts."""
     if not len(unscored):
         return None
-    verdicts = unscored["refine_status"].value_counts() if "refine_status" in unscored else {}
     return {"tumour_images": len(unscored), "with_mask": int((unscored["pred_pixels"] > 0).sum()),
-            "refine_status": {str(k): int(v) for k, v in verdicts.items()} or None}
+            "refine_status": _verdicts(unscored) or None}
+
+
+def _verdicts(table: pd.DataFrame) -> dict[str, int]:
+    """SAM's verdicts on a table's slices (refine_status), counted; empty without --refine sam."""
+    if "refine_status" not in table:
+        return {}
+    return {str(k): int(v) for k, v in table["refine_status"].value_counts().items()}
 
 
 def _refine_summary(per_image: pd.DataFrame) -> dict[str, Any]:
@@ -388,7 +394,7 @@ def _refine_summary(per_image: pd.DataFrame) -> dict[str, Any]:
         return {}
     tumour = per_image[per_image["true_pixels"] > 0]
     return {"refine": "sam", "dice_mean_unrefined": _round(float(tumour["dice_unrefined"].mean())),
-            "refine_status": {str(k): int(v) for k, v in per_image["refine_status"].value_counts().items()}}
+            "refine_status": _verdicts(per_image)}
 
 
 def _precision(precision: str) -> str:
@@ -498,14 +504,13 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
               f"false positives {t['false_positive_images']}/{t['tumour_free_images']}")
     if m.get("unscored"):
         u = m["unscored"]
-        verdicts = ", ".join(f"{status} {count}" for status, count in (u["refine_status"] or {}).items())
         print(f"  {u['tumour_images']} test tumour slices without a true mask, not scored: a mask on "
               f"{u['with_mask']} (unscored.csv, overlays_unscored.png)"
-              + (f"; SAM's outline per slice: {verdicts}" if verdicts else ""))
+              + (f"; SAM's outline per slice: {_verdict_text(u['refine_status'])}" if u["refine_status"] else ""))
     if "refine" in m:
-        verdicts = ", ".join(f"{status} {count}" for status, count in m["refine_status"].items())
-        own = "" if m["dice_mean_unrefined"] is None else f"the network's own masks: Dice mean {m['dice_mean_unrefined']}; "
-        print(f"  {own}SAM's outline per slice: {verdicts}")
+        unrefined = m["dice_mean_unrefined"]
+        own = "" if unrefined is None else f"the network's own masks: Dice mean {unrefined}; "
+        print(f"  {own}SAM's outline per slice: {_verdict_text(m['refine_status'])}")
     if m["ensemble"]:
         counts = m["ensemble"]["member_epochs"]
         alone = ", ".join(f"{name} {dice} ({counts[name]} epochs)"
@@ -513,3 +518,8 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
         print(f"  ensemble: the mean of {len(m['ensemble']['seeds'])} networks' maps is what was scored above; "
               f"each alone (unrefined): {alone}")
     print(f"  report: {out / 'report.html'}")
+
+
+def _verdict_text(counts: dict[str, int]) -> str:
+    """metrics.json's refine_status counts as the summary prints them: "accepted 81, rejected 7"."""
+    return ", ".join(f"{status} {count}" for status, count in counts.items())

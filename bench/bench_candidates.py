@@ -1,4 +1,4 @@
-"""Benchmark: tumour-candidate boxes (lib.candidates) on real figshare slices and on phantoms.
+"""Benchmark: tumour-candidate boxes (lib.regions.candidates) on real figshare slices and on phantoms.
 
 Reads two cleaned stage folders (02_clean: manifest.csv, images/, masks/):
   figshare   600 T1 contrast-enhanced slices, all with a tumour mask, in three
@@ -10,13 +10,13 @@ figshare block: hit rate (the box holds a tumour pixel), share with box IoU
 >= 0.3, mean and median box IoU, share without a box, mean box area over the
 head area, and on tumour-free phantoms the false-candidate rate. Also a
 score-threshold sweep, an ablation of the cues (the scorer refitted without
-each) and, when lib.cluster works, the effect of passing its labels.
+each) and, when lib.regions.cluster works, the effect of passing its labels.
 Writes bench/results/candidates.json and a contact sheet of boxes (true box
 green, candidate red) to bench/results/candidates_figshare.png.
 
 The scorer's training split is the phantoms plus the figshare pituitary
 block; the meningioma and glioma blocks are held out. `--fit` refits it on
-that split and prints the constants to paste into lib/candidates.py.
+that split and prints the constants to paste into lib/regions/candidates.py.
 
     python bench/bench_candidates.py [--figshare DIR] [--phantoms DIR] [--fit] [--no-ablation]
 """
@@ -35,8 +35,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib import candidates, clean, manifest, report  # noqa: E402
-from lib.io import read_image, read_mask, to_grey, write_json_atomic  # noqa: E402
+from lib.common import manifest, report  # noqa: E402
+from lib.common.io import read_image, read_mask, to_grey, write_json_atomic  # noqa: E402
+from lib.preprocess import clean  # noqa: E402
+from lib.regions import candidates  # noqa: E402
 
 TARGET_HIT_RATE = 0.85
 TARGET_MS = 20.0
@@ -214,7 +216,7 @@ def main() -> int:
                 for item, (t, _) in zip(items, tabs) if item["block"] == "phantom"]
         truth = [item["mask"].any() for item in items if item["block"] == "phantom"]
         candidates.PRESENCE = candidates.fit_presence(np.array(best), np.array(truth))
-        print("\n# paste into lib/candidates.py")
+        print("\n# paste into lib/regions/candidates.py")
         print(f"SCORER_BIAS = {bias:.4f}\nSCORER = {{")
         for name, (m, s, w) in scorer.items():
             print(f'    "{name}": ({m:.4f}, {s:.4f}, {w:+.4f}),')
@@ -280,16 +282,16 @@ def main() -> int:
 
     clusters = None
     try:
-        from lib import cluster
+        from lib.regions import cluster
 
         labels = [cluster.fit(it["image"], it["head"]).labels for it in figshare]
         found_cl, ms_cl = run_find(figshare, labels)
         found_cl = cut(found_cl, candidates.MIN_SCORE)
         pairs = [(c, it["mask"]) for c, it in zip(found_cl, figshare)]
         clusters = {"k": cluster.DEFAULT_K, **candidates.evaluate(pairs), "median_ms": float(np.median(ms_cl))}
-        print(f"\nwith lib.cluster labels (k={cluster.DEFAULT_K}) as extra levels: figshare hit "
+        print(f"\nwith lib.regions.cluster labels (k={cluster.DEFAULT_K}) as extra levels: figshare hit "
               f"{clusters['hit_rate']:.3f}, mean IoU {clusters['mean_box_iou']:.3f}")
-    except Exception as err:  # lib.cluster is written by someone else and may not work yet
+    except Exception as err:  # lib.regions.cluster is written by someone else and may not work yet
         print(f"\nlib.cluster labels not measured: {type(err).__name__}: {err}")
 
     if args.sheet:

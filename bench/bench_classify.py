@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib.io import write_json_atomic  # noqa: E402
+from lib.common.io import write_json_atomic  # noqa: E402
 
 MODELS = "metadata,features,medsam_embed,fusion,cnn,efficientnetv2b0"
 TARGET_SECONDS = 30 * 60

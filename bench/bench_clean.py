@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.timing import best_time  # noqa: E402
-from lib import clean_stage, manifest  # noqa: E402
-from lib.io import read_image, write_json_atomic  # noqa: E402
-from lib.stage import imap  # noqa: E402
+from lib.common import manifest  # noqa: E402
+from lib.common.io import read_image, write_json_atomic  # noqa: E402
+from lib.common.stage import imap  # noqa: E402
+from lib.preprocess import run_clean  # noqa: E402
 
 TARGET_IMAGES_PER_S = 150
 
@@ -34,7 +35,7 @@ TARGET_IMAGES_PER_S = 150
 
 def _clean_job(job: tuple[dict, str, int]) -> dict:
     row, out, size = job
-    return clean_stage.clean_one(dict(row), Path(out), size, False)
+    return run_clean.clean_one(dict(row), Path(out), size, False)
 
 
 def main() -> int:

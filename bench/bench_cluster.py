@@ -4,7 +4,7 @@ Speed mode (default), on cleaned slices of --path (a 02_clean folder), in one ru
   read only            read_image on every file: the floor any stage pays (baseline)
   head mask            clean.head_mask on every slice (what a stage adds before fitting)
   fit, 1 process       cluster.fit at DEFAULT_K on every slice held in memory (one OpenCV thread)
-  fit, N processes     the same through lib.stage.imap (one OpenCV thread per worker)
+  fit, N processes     the same through lib.common.stage.imap (one OpenCV thread per worker)
   sweep                cluster.sweep over k = 2..20, seconds per slice (median, max)
 Prints a table and writes bench/results/cluster.json.
 Targets: fit >= 50 images/s in one process; a sweep <= 1 s per slice.
@@ -35,10 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.timing import best_time  # noqa: E402
-from lib import cluster, manifest  # noqa: E402
-from lib.clean import head_mask  # noqa: E402
-from lib.io import read_image, write_json_atomic  # noqa: E402
-from lib.stage import imap  # noqa: E402
+from lib.common import manifest  # noqa: E402
+from lib.common.io import read_image, write_json_atomic  # noqa: E402
+from lib.common.stage import imap  # noqa: E402
+from lib.preprocess.clean import head_mask  # noqa: E402
+from lib.regions import cluster  # noqa: E402
 
 TARGET_FIT_IMAGES_PER_S = 50
 TARGET_SWEEP_SECONDS = 1.0

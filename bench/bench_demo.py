@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from demo import serve  # noqa: E402
-from lib import phantom  # noqa: E402
-from lib.io import write_json_atomic, write_png  # noqa: E402
+from lib.acquire import phantom  # noqa: E402
+from lib.common.io import write_json_atomic, write_png  # noqa: E402
 
 OUTPUTS = ("crop", "verdict", "overlay", "gradcam", "timing", "status")  # what /predict returns to a client
 SLICES = 10  # distinct phantom slices, half with a tumour

@@ -4,16 +4,16 @@ Speed (default mode): on cleaned 256x256 slices (runs/figshare/02_clean, or
 --speed-dir), times in one run, best of --repeats, in 1 process and in
 --workers processes (a fork Pool, OpenCV at one thread per process):
   decode           read_image of each slice: the floor any stage pays
-  head_mask        lib.clean.head_mask: what the stage adds before enhancing
+  head_mask        lib.preprocess.clean.head_mask: what the stage adds before enhancing
   identity         enhance() with no steps (copy + zero background): the baseline
-  <step>           each step of lib.enhance.STEPS alone (musica is MUSICA)
-  default chain    lib.enhance.DEFAULT_CHAIN
+  <step>           each step of lib.preprocess.enhance.STEPS alone (musica is MUSICA)
+  default chain    lib.preprocess.enhance.DEFAULT_CHAIN
 Prints a table and writes bench/results/enhance.json. Target: >= 200 images/s
 for MUSICA and for the default chain with 2 processes.
 
 --choose: scores CANDIDATE_CHAINS on every slice with a true tumour mask, the
 600 figshare T1-CE slices and the phantoms of data/02_clean, by tumour CNR
-(lib.enhance.tumour_cnr, and its gain over no enhancement, per slice), edge
+(lib.preprocess.enhance.tumour_cnr, and its gain over no enhancement, per slice), edge
 strength, rms contrast and clipping, plus speed in --workers processes.
 Prints a table per data set, writes bench/results/enhance_chains.json, and
 names the chain DEFAULT_CHAIN should be: the best median CNR gain on the
@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.timing import best_time  # noqa: E402
-from lib import enhance as enh  # noqa: E402
-from lib import manifest  # noqa: E402
-from lib.clean import head_mask  # noqa: E402
-from lib.io import read_image, read_mask, write_json_atomic  # noqa: E402
+from lib.common import manifest  # noqa: E402
+from lib.common.io import read_image, read_mask, write_json_atomic  # noqa: E402
+from lib.preprocess import enhance as enh  # noqa: E402
+from lib.preprocess.clean import head_mask  # noqa: E402
 
 TARGET_IMAGES_PER_S = 200
 # Slices timed in speed mode: enough that a pool's start-up and chunking are noise.

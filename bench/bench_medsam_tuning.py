@@ -1,6 +1,6 @@
 """Benchmark: 08 --architecture litemedsam's training step and prediction, float32 against bfloat16.
 
-Times lib.medsam_tuning's own code (one training epoch over one batch, and
+Times lib.segment.medsam_tuning's own code (one training epoch over one batch, and
 flip-averaged prediction) on phantom slices, for each --tune choice and
 precision, on this machine's default device. bfloat16 runs under autocast;
 08's --precision auto takes it wherever the hardware computes it natively
@@ -24,8 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.timing import best_time  # noqa: E402
-from lib import medsam, medsam_tuning, phantom  # noqa: E402
-from lib.io import write_json_atomic  # noqa: E402
+from lib.acquire import phantom  # noqa: E402
+from lib.common import medsam  # noqa: E402
+from lib.common.io import write_json_atomic  # noqa: E402
+from lib.segment import medsam_tuning  # noqa: E402
 
 PRECISIONS = ("float32", "bfloat16")
 

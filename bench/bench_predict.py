@@ -1,6 +1,6 @@
 """Benchmark: warm per-image latency of a bundle's prediction (clean + classify + U-Net mask) on this machine.
 
-Loads the bundle once (lib.predictor.Predictor), warms it up, then predicts
+Loads the bundle once (lib.deploy.predictor.Predictor), warms it up, then predicts
 phantom slices (new ones, drawn with --seed, never the training files) one at
 a time, as the demo and scripts/predict.py do. Prints the median and 95th
 percentile per stage, and the same pipeline with Keras' `Model.predict` per
@@ -25,8 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib import phantom, predictor  # noqa: E402
-from lib.io import write_json_atomic  # noqa: E402
+from lib.acquire import phantom  # noqa: E402
+from lib.common.io import write_json_atomic  # noqa: E402
+from lib.deploy import predictor  # noqa: E402
 
 TARGET_MS = 150.0
 

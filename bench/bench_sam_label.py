@@ -1,12 +1,12 @@
 """Benchmark: LiteMedSAM pseudo-labels (stage 07's engine) — speed per slice, and Dice against true masks.
 
 On a 04_cluster folder with true masks (figshare by default), for the tumour
-slices of one part of the index-range split (lib.splits.by_index_ranges;
+slices of one part of the index-range split (lib.common.splits.by_index_ranges;
 `--part test` by default, the part U-Nets are scored on), each slice is
 encoded once and prompted twice:
   truth  the true mask's box (the upper bound: a perfect detector),
   auto   04_cluster's candidate box (what 07 --prompt auto does).
-Each answer goes through lib.pseudo_label (cleanup, quality, rejection).
+Each answer goes through lib.segment.pseudo_label (cleanup, quality, rejection).
 Prints Dice means (raw SAM mask, cleaned, accepted only, and over all slices
 with rejected or missing labels counted as 0), the rejection rate, and time
 per slice: encoder, decoder, total, eager and (--compile) compiled, with the
@@ -30,8 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib import candidates, manifest, mask_metrics, medsam, pseudo_label, segmenters, splits  # noqa: E402
-from lib.io import read_image, read_mask, write_json_atomic  # noqa: E402
+from lib.common import manifest, medsam, splits  # noqa: E402
+from lib.common.io import read_image, read_mask, write_json_atomic  # noqa: E402
+from lib.regions import candidates  # noqa: E402
+from lib.segment import mask_metrics, pseudo_label, segmenters  # noqa: E402
 
 TARGET_SECONDS = 1.5
 

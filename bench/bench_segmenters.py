@@ -5,7 +5,7 @@ every test slice of the index-range split (the same part 08 scores) is predicted
 by each model; their probability maps are also averaged (a seed or architecture
 ensemble, threshold 0.5). With --refine, each of those masks is also redrawn by
 LiteMedSAM in the box of its largest blob and kept when it passes 07's quality
-check (lib.pseudo_label.refine, what 08 --refine sam does); the slice is encoded
+check (lib.segment.pseudo_label.refine, what 08 --refine sam does); the slice is encoded
 once for all of them. Prints Dice mean, median, IoU, HD95 median and misses per
 variant; writes bench/results/segmenters.json. With --groups (a table naming each
 slice's group, e.g. figshare's tumour type), every variant is also scored per group:
@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib import manifest, mask_metrics, pseudo_label, segmenters, unet_stage  # noqa: E402
-from lib.io import write_json_atomic  # noqa: E402
+from lib.common import manifest  # noqa: E402
+from lib.common.io import write_json_atomic  # noqa: E402
+from lib.segment import mask_metrics, pseudo_label, run_unet_train, segmenters  # noqa: E402
 
 ENSEMBLE = "mean"
 
@@ -49,8 +50,8 @@ def main() -> int:
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "segmenters.json")
     args = p.parse_args()
     sam = segmenters.load("litemedsam") if args.refine else None  # PyTorch before any Keras model
-    rows = unet_stage.with_parts(manifest.read(args.in_dir))
-    test = unet_stage.scored_slices(rows[rows["part"] == "test"], args.in_dir)
+    rows = run_unet_train.with_parts(manifest.read(args.in_dir))
+    test = run_unet_train.scored_slices(rows[rows["part"] == "test"], args.in_dir)
     if not test:
         print(f"error: no test slices with true masks in {args.in_dir}", file=sys.stderr)
         return 2
@@ -84,7 +85,7 @@ def main() -> int:
     return 0
 
 
-def slice_groups(path: Path, column: str, test: list[unet_stage.ScoredSlice]) -> list[str]:
+def slice_groups(path: Path, column: str, test: list[run_unet_train.ScoredSlice]) -> list[str]:
     """Each test slice's group from a table keyed by id or file name (matched to the slice's id or origin file)."""
     table = pd.read_csv(path, dtype=str)
     key = "id" if "id" in table else "file"
@@ -102,13 +103,13 @@ def probability_maps(folder: Path, images: list[np.ndarray]) -> list[np.ndarray]
     A folder without metrics.json (08 --refit's search/) is a fine-tuned LiteMedSAM when it holds model.pt."""
     metrics = folder / "metrics.json"
     architecture = (json.loads(metrics.read_text())["architecture"] if metrics.is_file()
-                    else unet_stage.TUNED if (folder / unet_stage.model_file(unet_stage.TUNED)).is_file() else "unet")
-    engine = unet_stage.engine(architecture)
-    model = engine.load(folder / unet_stage.model_file(architecture))
+                    else run_unet_train.TUNED if (folder / run_unet_train.model_file(run_unet_train.TUNED)).is_file() else "unet")
+    engine = run_unet_train.engine(architecture)
+    model = engine.load(folder / run_unet_train.model_file(architecture))
     return engine.predict_proba(model, images)
 
 
-def refined(sam: segmenters.Segmenter, test: list[unet_stage.ScoredSlice],
+def refined(sam: segmenters.Segmenter, test: list[run_unet_train.ScoredSlice],
             masks: dict[str, list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
     """Every variant's masks refined by SAM; slice by slice so that each is encoded once."""
     out: dict[str, list[np.ndarray]] = {f"{name}+sam": [] for name in masks}

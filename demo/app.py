@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from lib import report  # noqa: E402
-from lib.io import ImageReadError, read_image, write_png  # noqa: E402
-from lib.predictor import BundleError, Prediction, Predictor  # noqa: E402
+from lib.common import report  # noqa: E402
+from lib.common.io import ImageReadError, read_image, write_png  # noqa: E402
+from lib.deploy.predictor import BundleError, Prediction, Predictor  # noqa: E402
 
 NOTICE = ("**Research and education only. This is not a medical device:** it must not be used to diagnose, "
           "treat or triage anyone. Predictions can be wrong; the examples are synthetic phantoms.")
@@ -69,7 +69,8 @@ def error_markdown(message: str) -> str:
 
 def gradcam_image(predictor: Predictor, prediction: Prediction) -> np.ndarray | None:
     """Grad-CAM of the ensemble's image classifier (mean over its fold models); None when it has none."""
-    from lib import cnn, gradcam
+    from lib.classify import cnn
+    from lib.deploy import gradcam
 
     models = predictor.image_models()
     if not models:
@@ -132,7 +133,7 @@ def _failure(message: str) -> tuple[Any, ...]:
 
 def make_examples(folder: Path, n: int = EXAMPLES, seed: int = 2026) -> list[str]:
     """Phantom slices (never patient data) written once into `folder`; their paths."""
-    from lib import phantom
+    from lib.acquire import phantom
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -174,7 +175,7 @@ def build(demo: Demo, examples: list[str]) -> Any:
 
 
 def load(bundle: Path) -> Demo:
-    """Predictor with LiteMedSAM when it can be had (it must load before Keras), else without refinement."""
+    """Predictor with LiteMedSAM when it can be had, else without refinement."""
     try:
         return Demo(Predictor(bundle, sam=True), sam_available=True)
     except BundleError:

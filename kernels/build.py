@@ -60,11 +60,11 @@ def stage_script(stage: str) -> Path:
 
 
 def payload(stage: str) -> str:
-    """Base64 zip of lib/*.py and the stage script (the code the kernel needs)."""
+    """Base64 zip of the lib/ packages and the stage script (the code the kernel needs)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted((ROOT / "lib").glob("*.py")):
-            archive.write(path, f"lib/{path.name}")
+        for path in sorted((ROOT / "lib").rglob("*.py")):
+            archive.write(path, path.relative_to(ROOT).as_posix())
         archive.write(stage_script(stage), f"scripts/{stage}.py")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 

@@ -13,14 +13,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
 
-from lib import clean_stage, stage  # noqa: E402
+from lib.common import stage  # noqa: E402
+from lib.preprocess import run_clean  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = stage.parser("02_clean", __doc__.splitlines()[0], previous="01_download")
     p.add_argument("--size", type=int, default=256, help="side of the square output images, in pixels")
     p.add_argument("--skull-strip", action="store_true", help="also remove scalp and skull (morphological)")
-    clean_stage.run(p.parse_args(argv))
+    run_clean.run(p.parse_args(argv))
     return 0
 
 

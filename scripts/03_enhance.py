@@ -13,14 +13,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
 
-from lib import enhance, enhance_stage, stage  # noqa: E402
+from lib.common import stage  # noqa: E402
+from lib.preprocess import enhance, run_enhance  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = stage.parser("03_enhance", __doc__.splitlines()[0], previous="02_clean")
     p.add_argument("--chain", default=",".join(enhance.DEFAULT_CHAIN),
                    help=f"steps in order, from: {', '.join(enhance.STEPS)}; 'none' for no enhancement")
-    enhance_stage.run(p.parse_args(argv))
+    run_enhance.run(p.parse_args(argv))
     return 0
 
 

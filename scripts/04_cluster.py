@@ -13,22 +13,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
 
-from lib import cluster_stage, stage  # noqa: E402
+from lib.common import stage  # noqa: E402
+from lib.regions import run_cluster  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = stage.parser("04_cluster", __doc__.splitlines()[0], previous="03_enhance")
     p.add_argument("--k", default="auto", help="clusters per slice, or 'auto' to choose it by the k sweep")
-    p.add_argument("--sweep-images", type=int, default=cluster_stage.SWEEP_IMAGES,
+    p.add_argument("--sweep-images", type=int, default=run_cluster.SWEEP_IMAGES,
                    help="slices in the k sweep (--k auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the k-sweep sample")
     p.add_argument("--features", default="intensity", choices=["intensity", "intensity+position", "intensity+texture"],
                    help="what k-means clusters on")
     p.add_argument("--regions", default="none",
-                   help=f"extra region maps, comma separated: {', '.join(cluster_stage.REGION_TOOLS)}")
+                   help=f"extra region maps, comma separated: {', '.join(run_cluster.REGION_TOOLS)}")
     p.add_argument("--candidate-on", default="clean", choices=["clean", "enhanced"],
                    help="which image the tumour candidate is sought on")
-    cluster_stage.run(p.parse_args(argv))
+    run_cluster.run(p.parse_args(argv))
     return 0
 
 

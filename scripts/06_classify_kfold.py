@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
 
-from lib import metrics, splits, stage  # noqa: E402
-from lib import classify_stage  # noqa: E402
+from lib.classify import run_classify_kfold  # noqa: E402
+from lib.common import metrics, splits, stage  # noqa: E402
 
 DEFAULT_MODELS = "cnn,features,medsam_embed,fusion,metadata"
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="another labelled stage folder to test the fold models on (e.g. figshare's 04_cluster)")
     p.add_argument("--external-limit", type=int, default=None,
                    help="use an evenly spaced sample of this many external images (quicker)")
-    classify_stage.run(p.parse_args(argv))
+    run_classify_kfold.run(p.parse_args(argv))
     return 0
 
 

@@ -22,12 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
 
-from lib import pseudo_label, sam_stage, segmenters, stage  # noqa: E402
+from lib.common import stage  # noqa: E402
+from lib.segment import pseudo_label, run_sam_label, segmenters  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = stage.parser("07_sam_label", __doc__.splitlines()[0], previous="04_cluster")
-    p.add_argument("--prompt", default="auto", choices=sam_stage.PROMPTS, help="where each slice's box comes from")
+    p.add_argument("--prompt", default="auto", choices=run_sam_label.PROMPTS, help="where each slice's box comes from")
     p.add_argument("--boxes", type=Path, default=None, help="CSV with columns id, box ('x0 y0 x1 y1') for --prompt file")
     p.add_argument("--unet", type=Path, default=None,
                    help="for --prompt unet: an 08_unet_train folder (or its model.keras) trained on earlier labels")
@@ -41,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch.compile LiteMedSAM's encoder: ~1 min to compile, then ~25 %% faster per slice")
     args = p.parse_args(argv)
     if args.compile:
-        from lib import medsam
+        from lib.common import medsam
 
         medsam.COMPILE = True
-    sam_stage.run(args)
+    run_sam_label.run(args)
     return 0
 
 

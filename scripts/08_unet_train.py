@@ -14,20 +14,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
 
-from lib import stage, unet_stage  # noqa: E402
+from lib.common import stage  # noqa: E402
+from lib.segment import run_unet_train  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = stage.parser("08_unet_train", __doc__.splitlines()[0], previous="07_sam_label")
-    p.add_argument("--masks", default="pseudo", choices=unet_stage.MASK_SOURCES,
+    p.add_argument("--masks", default="pseudo", choices=run_unet_train.MASK_SOURCES,
                    help="train on 07's SAM pseudo-labels or on the true masks")
-    p.add_argument("--architecture", default="unet", choices=unet_stage.ARCHITECTURES,
+    p.add_argument("--architecture", default="unet", choices=run_unet_train.ARCHITECTURES,
                    help="unet or deeplabv3plus (Keras, from scratch) or litemedsam (the pretrained medical SAM "
                         "fine-tuned with the head's box as prompt; PyTorch, needs a GPU for real runs)")
-    p.add_argument("--tune", default="top", choices=unet_stage.TUNE_CHOICES,
+    p.add_argument("--tune", default="top", choices=run_unet_train.TUNE_CHOICES,
                    help="litemedsam: fine-tune only the encoder's last stage and the decoder (lower stages "
                         "frozen: a third of the CPU time per step, as good on figshare), or the whole model")
-    p.add_argument("--precision", default="auto", choices=unet_stage.PRECISIONS,
+    p.add_argument("--precision", default="auto", choices=run_unet_train.PRECISIONS,
                    help="litemedsam: auto = bfloat16 where the GPU or CPU computes it natively (about 2.2x "
                         "faster per step on an AVX512-BF16 CPU), else float32")
     p.add_argument("--image-size", type=int, default=128, help="network input side in pixels (litemedsam: 256)")
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                         "test the mean of their probability maps, each member also scored alone; N times the "
                         "training time")
     p.add_argument("--seed", type=int, default=0)
-    unet_stage.run(p.parse_args(argv))
+    run_unet_train.run(p.parse_args(argv))
     return 0
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
 
-from lib import ensemble_stage, metrics, stage  # noqa: E402
+from lib.common import metrics, stage  # noqa: E402
+from lib.deploy import run_ensemble  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.unet = args.unet if str(args.unet) not in ("", ".") else None
     args.bundle = args.bundle if str(args.bundle) not in ("", ".") else None
-    ensemble_stage.run(args)
+    run_ensemble.run(args)
     return 0
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
 
-from lib import predict_files  # noqa: E402
-from lib.predictor import BundleError, Predictor  # noqa: E402
+from lib.deploy import predict_files  # noqa: E402
+from lib.deploy.predictor import BundleError, Predictor  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import lib  # noqa: E402, F401 - before any test imports Keras: orders the frameworks (lib.common.frameworks)
+
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
@@ -19,28 +21,15 @@ def shared_data(name: str) -> Path:
     return path
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Build LiteMedSAM (PyTorch) before any test imports Keras.
-
-    PyTorch's first model build crashes (segmentation fault) in a process where
-    TensorFlow has already started; built first, both live together. Stages
-    avoid the problem by embedding in a separate process (lib.classify_stage).
-    """
-    try:
-        from lib import medsam
-
-        medsam.load()
-    except Exception:  # noqa: BLE001 - absent package: the medsam tests skip and say why
-        pass
-
-
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real bundle from a small phantom run: 01-04, 06 (cnn + features, 3 folds), 08 (U-Net), 09.
 
     Tiny and short-trained, so its numbers mean nothing; its files and code paths are the real ones.
     """
-    from tests.test_pipeline import stage  # here, not at the top: test_pipeline imports this module
+    from tests.test_pipeline import (
+        stage,  # here, not at the top: test_pipeline imports this module
+    )
 
     root = tmp_path_factory.mktemp("bundle_run")
     stage("01_download.py", "--source", "phantom", "--n", "20", "--seed", "11", "--out", str(root / "01"))

@@ -56,8 +56,8 @@ def demo_url(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(scope="module")
 def slices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A phantom slice with a tumour, and a `.png` that holds text, not an image."""
-    from lib import phantom
-    from lib.io import write_png
+    from lib.acquire import phantom
+    from lib.common.io import write_png
 
     folder = tmp_path_factory.mktemp("uploads")
     good = folder / "phantom_slice.png"

@@ -1,4 +1,4 @@
-"""09_ensemble's bundle, lib.predictor and scripts/predict.py on the small phantom run of `tiny_bundle`."""
+"""09_ensemble's bundle, lib.deploy.predictor and scripts/predict.py on the small phantom run of `tiny_bundle`."""
 
 import json
 import shutil
@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lib import bundle, phantom
-from lib.io import read_mask, write_png
-from lib.predictor import BundleError, Predictor
+from lib.acquire import phantom
+from lib.common.io import read_mask, write_png
+from lib.deploy import bundle
+from lib.deploy.predictor import BundleError, Predictor
 from tests.conftest import ROOT
 
 
@@ -155,7 +156,7 @@ def test_ensemble_stage_without_saved_models_stops_in_one_line(tiny_bundle: Path
 def test_an_ensemble_segmenter_travels_in_the_bundle_and_masks_the_mean_of_its_maps(
         tiny_bundle: Path, slices: dict[str, Path], tmp_path: Path) -> None:
     """08 --ensemble keeps a model per seed (seed-<s>/): 09 exports each, the predictor averages their maps."""
-    from lib import unet
+    from lib.segment import unet
 
     run, seg = tiny_bundle.parent, tmp_path / "08"
     folders = ["seed-0", "seed-1"]
@@ -182,7 +183,7 @@ def test_an_ensemble_segmenter_travels_in_the_bundle_and_masks_the_mean_of_its_m
 def test_a_fine_tuned_litemedsam_segmenter_travels_in_the_bundle(tiny_bundle: Path, slices: dict[str, Path],
                                                                   tmp_path: Path) -> None:
     """08 --architecture litemedsam saves model.pt: 09 exports it and the predictor segments with it."""
-    medsam_tuning = pytest.importorskip("lib.medsam_tuning", reason="needs PyTorch")
+    medsam_tuning = pytest.importorskip("lib.segment.medsam_tuning", reason="needs PyTorch")
     import torch
 
     run, seg = tiny_bundle.parent, tmp_path / "08"

@@ -1,4 +1,4 @@
-"""lib.candidates: each test builds a slice or a box whose right answer is known by construction."""
+"""lib.regions.candidates: each test builds a slice or a box whose right answer is known by construction."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from lib import candidates, clean, phantom
+from lib.acquire import phantom
+from lib.preprocess import clean
+from lib.regions import candidates
 
 # Artefacts off: the phantom tests are about finding the tumour, not about cleanup.
 PLAIN = {name: False for name in phantom.ARTEFACTS}
@@ -117,7 +119,7 @@ def test_find_leaves_its_inputs_alone() -> None:
 def test_cluster_labels_add_levels_and_still_find_the_disc() -> None:
     case = synthetic_head()
     head = clean.head_mask(case["image"])
-    # Three intensity classes by quantile, -1 outside the head (lib.cluster's convention).
+    # Three intensity classes by quantile, -1 outside the head (lib.regions.cluster's convention).
     cuts = np.quantile(case["image"][head], [0.33, 0.9])
     labels = np.where(head, np.digitize(case["image"], cuts), -1).astype(np.int16)
     found = candidates.find(case["image"], head, labels)

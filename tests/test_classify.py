@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import classify, splits, tabular
-from lib.fold import Fold
+from lib.classify import kfold, tabular
+from lib.classify.fold import Fold
+from lib.common import splits
 
 
-def toy(n: int = 80, seed: int = 0) -> tuple[classify.Inputs, dict]:
+def toy(n: int = 80, seed: int = 0) -> tuple[kfold.Inputs, dict]:
     """Two informative features plus noise; groups of two copies share a label."""
     rng = np.random.default_rng(seed)
     y = np.repeat(rng.random(n // 2) < 0.6, 2).astype(int)
@@ -20,12 +21,12 @@ def toy(n: int = 80, seed: int = 0) -> tuple[classify.Inputs, dict]:
     ids = [f"im{i}" for i in range(n)]
     groups = np.array([f"g{i // 2}" for i in range(n)])
     folds = splits.make(ids, ["tumor" if v else "no_tumor" for v in y], list(groups), folds=4)
-    return classify.Inputs(ids=ids, x=x, y=y, groups=groups), folds
+    return kfold.Inputs(ids=ids, x=x, y=y, groups=groups), folds
 
 
 def test_inner_validation_never_shares_a_group_with_inner_training() -> None:
     data, _ = toy()
-    train, val = classify.inner_split(data.y, data.groups, seed=3)
+    train, val = kfold.inner_split(data.y, data.groups, seed=3)
     assert not set(data.groups[train]) & set(data.groups[val])
     assert 0.1 < len(val) / len(data.y) < 0.35
     assert set(data.y[val]) == {0, 1}
@@ -33,11 +34,11 @@ def test_inner_validation_never_shares_a_group_with_inner_training() -> None:
 
 def test_cross_validation_predicts_each_image_once_per_repeat(tmp_path: Path) -> None:
     data, folds = toy()
-    cv = classify.cross_validate("features", data, folds, {"rebalance": "class_weight"}, tmp_path, progress=lambda s: None)
+    cv = kfold.cross_validate("features", data, folds, {"rebalance": "class_weight"}, tmp_path, progress=lambda s: None)
     assert sorted(cv.oof["id"]) == sorted(data.ids)
     fold_of = folds["assignments"][0]
     assert (cv.oof["fold"] == cv.oof["id"].map(fold_of)).all()
-    result = classify.evaluate(cv.oof)
+    result = kfold.evaluate(cv.oof)
     assert result["roc_auc"] > 0.85  # the signal is strong; a broken pipeline lands near 0.5
     assert result["roc_auc_ci"][0] < result["roc_auc"] < result["roc_auc_ci"][1] + 1e-9
 
@@ -50,8 +51,8 @@ def test_threshold_comes_from_validation_not_from_the_test_fold(tmp_path: Path, 
         seen.append(fold)
         return tabular.run_fold(fold, settings)
 
-    monkeypatch.setattr(classify, "runner", lambda family: spy)
-    cv = classify.cross_validate("features", data, folds, {}, tmp_path, progress=lambda s: None)
+    monkeypatch.setattr(kfold, "runner", lambda family: spy)
+    cv = kfold.cross_validate("features", data, folds, {}, tmp_path, progress=lambda s: None)
     for fold, (_, group) in zip(seen, cv.oof.groupby(["repeat", "fold"])):
         test_rows = {tuple(r) for r in data.x[[data.ids.index(i) for i in group["id"]]]}
         for part in (fold.train_x, fold.val_x):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lib import manifest
+from lib.common import manifest
 from tests.conftest import ROOT
 from tests.test_enhance_cluster_stages import run  # noqa: F401 - the shared module fixture
 from tests.test_pipeline import stage

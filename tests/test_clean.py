@@ -1,4 +1,4 @@
-"""lib.clean: each test builds a slice whose right answer is known by construction."""
+"""lib.preprocess.clean: each test builds a slice whose right answer is known by construction."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from lib import clean
-from lib.io import read_image
+from lib.common.io import read_image
+from lib.preprocess import clean
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NAVONEEL = DATA / "navoneel"
@@ -277,11 +277,11 @@ def test_image_and_mask_take_the_same_geometric_step() -> None:
     assert not ((warped_image == 255) & ~warped_mask).any()
 
 
-# --- phantoms (lib.phantom, when present) ----------------------------------------------
+# --- phantoms (lib.acquire.phantom, when present) ----------------------------------------------
 
 
 def _phantom_module():
-    return pytest.importorskip("lib.phantom", reason="lib.phantom is not written yet")
+    return pytest.importorskip("lib.acquire.phantom", reason="lib.acquire.phantom is not written yet")
 
 
 def test_phantom_crops_keep_the_brain() -> None:

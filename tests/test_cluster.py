@@ -1,4 +1,4 @@
-"""lib.cluster: each test builds a slice whose classes are known by construction."""
+"""lib.regions.cluster: each test builds a slice whose classes are known by construction."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import cluster
+from lib.regions import cluster
 
 SIZE = 128
 

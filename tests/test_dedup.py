@@ -1,4 +1,4 @@
-"""lib.dedup: exact copies and re-encoded copies share a group; other images don't."""
+"""lib.common.dedup: exact copies and re-encoded copies share a group; other images don't."""
 
 from io import BytesIO
 from pathlib import Path
@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from lib import dedup
+from lib.common import dedup
 
 
 def _slice(seed: int) -> np.ndarray:

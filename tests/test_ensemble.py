@@ -1,9 +1,10 @@
-"""lib.ensemble: combiners, calibrators and the nested protocol on synthetic OOF predictions with known structure."""
+"""lib.deploy.ensemble: combiners, calibrators and the nested protocol on synthetic OOF predictions with known structure."""
 
 import numpy as np
 import pytest
 
-from lib import ensemble, metrics
+from lib.common import metrics
+from lib.deploy import ensemble
 
 
 def synthetic_members(n: int = 300, seed: int = 0) -> ensemble.Members:

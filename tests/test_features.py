@@ -1,4 +1,4 @@
-"""lib.features: each test builds a slice whose right answer is known by construction."""
+"""lib.regions.features: each test builds a slice whose right answer is known by construction."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from lib import clean, features, phantom
+from lib.acquire import phantom
+from lib.preprocess import clean
+from lib.regions import features
 
 # Features computed with float32 OpenCV filters (Sobel, Gaussian blurs) are
 # flip-invariant up to float32 rounding, which the Laplacian amplifies by
@@ -40,7 +42,7 @@ def add_disk(image: np.ndarray, centre: tuple[int, int], radius: int, level: int
 
 
 def cluster_map(image: np.ndarray, head: np.ndarray, cuts: tuple[int, ...]) -> np.ndarray:
-    """Labels like lib.cluster's: grey cut at `cuts`, ordered by brightness, -1 outside the head."""
+    """Labels like lib.regions.cluster's: grey cut at `cuts`, ordered by brightness, -1 outside the head."""
     return np.where(head, np.searchsorted(np.asarray(cuts), image, side="right"), -1)
 
 

@@ -1,4 +1,4 @@
-"""Grad-CAM (lib.gradcam): the map points at the evidence, on every Keras backend."""
+"""Grad-CAM (lib.deploy.gradcam): the map points at the evidence, on every Keras backend."""
 
 import importlib.util
 import json
@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from lib import cnn, gradcam
+from lib.classify import cnn
+from lib.deploy import gradcam
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -112,7 +113,7 @@ def test_overlay_colours_the_hot_part():
 OTHER_BACKEND = """
 import json, sys
 import keras, numpy as np
-from lib import gradcam
+from lib.deploy import gradcam
 model = keras.saving.load_model(sys.argv[1])
 heat = gradcam.heatmap(model, np.load(sys.argv[2]))
 np.save(sys.argv[3], heat)

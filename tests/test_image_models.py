@@ -7,8 +7,10 @@ import keras
 import numpy as np
 import pytest
 
-from lib import backbones, clean, cnn, phantom
-from lib.fold import Fold, rebalance
+from lib.acquire import phantom
+from lib.classify import backbones, cnn
+from lib.classify.fold import Fold, rebalance
+from lib.preprocess import clean
 
 
 def phantom_images(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:

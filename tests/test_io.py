@@ -1,4 +1,4 @@
-"""lib.io: every odd file a real collection holds, made here on purpose."""
+"""lib.common.io: every odd file a real collection holds, made here on purpose."""
 
 import json
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib import io
+from lib.common import io
 
 
 def _gradient(h: int = 40, w: int = 60) -> np.ndarray:

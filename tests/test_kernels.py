@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from kernels import build
-from lib import manifest
+from lib.common import manifest
 from tests.conftest import ROOT
 
 

@@ -1,11 +1,11 @@
-"""lib.manifest and lib.stage: relative paths, rebasing, checkpoints and resuming."""
+"""lib.common.manifest and lib.common.stage: relative paths, rebasing, checkpoints and resuming."""
 
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from lib import manifest, stage
+from lib.common import manifest, stage
 
 
 def test_empty_cells_stay_empty_strings(tmp_path: Path) -> None:

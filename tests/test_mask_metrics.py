@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import mask_metrics
+from lib.segment import mask_metrics
 
 
 def square(top: int, left: int, side: int = 20, shape: tuple[int, int] = (64, 64)) -> np.ndarray:

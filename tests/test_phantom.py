@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib import phantom
-from lib.io import read_image, read_mask, to_grey
+from lib.acquire import phantom
+from lib.common.io import read_image, read_mask, to_grey
 
 # Artefacts switched off unless a test is about them, so each test sees only its own.
 PLAIN = {name: False for name in phantom.ARTEFACTS}

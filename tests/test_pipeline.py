@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib import manifest
-from lib.io import read_image, read_mask
+from lib.common import manifest
+from lib.common.io import read_image, read_mask
 from tests.conftest import ROOT, shared_data
 
 
@@ -109,7 +109,7 @@ def test_bad_files_become_error_rows_and_the_rest_is_cleaned(tmp_path: Path) -> 
     (src / "no").mkdir()
     (src / "yes" / "empty.jpg").write_bytes(b"")
     (src / "no" / "text.png").write_text("hello")
-    from lib.io import write_png
+    from lib.common.io import write_png
 
     head = np.zeros((120, 100), np.uint8)
     head[20:100, 15:85] = 120

@@ -12,12 +12,11 @@ import time
 import numpy as np
 import pytest
 
-# PyTorch before TensorFlow: torch crashes when TensorFlow started first (see conftest.py).
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 keras_hub = pytest.importorskip("keras_hub")
 
-from lib import sam_keras_hub, sam_transformers, segmenters  # noqa: E402
+from lib.segment import sam_keras_hub, sam_transformers, segmenters  # noqa: E402
 
 SIZE = 64  # model input side: 4 x 4 patches of 16 px
 SHAPE = (100, 140)  # non-square on purpose

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import manifest, pseudo_label
-from lib.io import read_image, read_mask
+from lib.common import manifest
+from lib.common.io import read_image, read_mask
+from lib.segment import pseudo_label
 from tests.conftest import ROOT
 from tests.test_enhance_cluster_stages import run  # noqa: F401 - the shared module fixture
 from tests.test_pipeline import stage
@@ -136,7 +137,8 @@ def test_self_training_prompts_come_from_the_segmenters_largest_blob(run: Path, 
     08's own tests and the figshare runs cover training)."""
     import keras
 
-    from lib import candidates, unet
+    from lib.regions import candidates
+    from lib.segment import unet
 
     inputs = keras.Input((64, 64, 1))
     bright = keras.layers.Conv2D(1, 1, activation="sigmoid", kernel_initializer=keras.initializers.Constant(40.0),

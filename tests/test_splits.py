@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import splits
+from lib.common import splits
 
 
 def toy_manifest(n: int = 60, seed: int = 0) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from lib import mask_metrics, unet
+from lib.segment import mask_metrics, unet
 
 
 def ellipse_slices(rng: np.random.Generator, n: int, size: int = 64) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -159,7 +159,7 @@ def test_a_killed_run_resumes_after_its_last_epoch_and_ends_as_the_uninterrupted
 def test_a_checkpoint_is_standard_json_and_keeps_a_nan_epoch(tmp_path: Path) -> None:
     """state.json holds null for NaN; a rerun with the same options (a NaN one too) still matches and
     reads the NaN epoch back as NaN."""
-    from lib.keras_checkpoint import STATE_FILE, EpochCheckpoint
+    from lib.common.keras_checkpoint import STATE_FILE, EpochCheckpoint
     from tests.test_io import refuse
 
     identity = {"seed": 0, "min_delta": float("nan")}

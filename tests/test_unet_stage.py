@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib import manifest
-from lib.io import read_mask
+from lib.common import manifest
+from lib.common.io import read_mask
 from tests.test_enhance_cluster_stages import run  # noqa: F401 - the shared module fixture
 from tests.test_pipeline import stage
 from tests.test_sam_label import labelled  # noqa: F401 - 07 with true-box prompts on that run
@@ -93,7 +93,8 @@ def test_fine_tuned_litemedsam_is_an_08_architecture(run: Path, tmp_path: Path) 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["architecture"] == "litemedsam" and metrics["image_size"] == 256 and metrics["tune"] == "top"
     assert metrics["backend"].startswith("torch/") and metrics["epochs_run"] == 1
-    from lib import medsam, medsam_tuning
+    from lib.common import medsam
+    from lib.segment import medsam_tuning
 
     native = medsam_tuning.bf16_native(medsam.default_device())  # --precision auto: bfloat16 where native
     assert metrics["precision"] == ("bfloat16" if native else "float32")
@@ -164,8 +165,8 @@ def test_refit_epochs_trains_on_training_and_validation_without_an_early_stoppin
 
 def test_an_ensemble_trains_a_network_per_seed_and_tests_the_mean_of_their_maps(
         run: Path, tmp_path: Path) -> None:  # noqa: F811
-    from lib import mask_metrics, unet
-    from lib.io import read_image
+    from lib.common.io import read_image
+    from lib.segment import mask_metrics, unet
 
     out = tmp_path / "08"
     args = ("08_unet_train.py", "--in", str(run / "04"), "--out", str(out), "--masks", "truth", *QUICK,

@@ -1,0 +1,237 @@
+"""Stage 06: grouped k-fold tumour classification for every requested model, compared on identical folds.
+
+Per model: models/<name>/oof.csv, metrics.json (intervals, operating point,
+calibration), fold models under models/<name>/repeat*_fold*/, and plots (ROC
+and PR, confusion matrix, calibration, training curves). Across models:
+comparison.md and report.html, sorted by ROC AUC, the metadata shortcut
+baseline included. With --external, each model's fold models also predict
+another labelled folder (e.g. figshare, all tumours) and its sensitivity there
+is reported: a model that learned one data set's quirks misses them.
+A model whose metrics.json matches the current settings is not retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lib.classify import kfold
+from lib.common import manifest, plots, report, splits
+from lib.common.dedup import sha256_file
+from lib.common.io import as_json, read_image, write_json_atomic, write_text_atomic
+from lib.common.metrics import interval_text, number_text, rounded
+from lib.common.stage import check_in_dir
+
+COMPARISON_KEYS = ("roc_auc", "pr_auc")
+OPERATING_KEYS = ("sensitivity", "specificity", "precision", "f1")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Stage 06 from parsed arguments (see scripts/06_classify_kfold.py)."""
+    out: Path = args.out
+    models = _parse_models(args.models)
+    df = check_in_dir(args.in_dir, out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_weights(models, args.weights)
+    rows = df[(df["status"] == "ok") & df["label"].isin(["tumor", "no_tumor"])].reset_index(drop=True)
+    try:
+        folds = splits.load_or_make(out / "splits.json", rows, args.folds, args.repeats, args.seed)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    external = _external_rows(args.external, getattr(args, "external_limit", None)) if args.external else None
+    results = {}
+    for family in models:
+        results[family] = train_family(family, rows, args, folds, out, external)
+    table = comparison(results)
+    write_text_atomic(out / "comparison.md", report.markdown_table(table))
+    summary = {"models": results, "input": os.path.relpath(args.in_dir, out), "folds": args.folds,
+               "repeats": args.repeats, "images": args.images,
+               "target_sensitivity": args.target_sensitivity}
+    write_json_atomic(out / "metrics.json", summary)
+    write_report(out, table, results)
+    print(report.markdown_table(table))
+    print(f"  report: {out / 'report.html'}")
+    return summary
+
+
+def _parse_models(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in kfold.FAMILIES]
+    if unknown or not names:
+        raise SystemExit(f"error: unknown model {unknown[0] if unknown else '(none)'!r}; "
+                         f"choose from {', '.join(kfold.FAMILIES)}")
+    return names
+
+
+def _check_weights(models: list[str], weights: str) -> None:
+    """Fail before any training when a backbone's weights cannot be had."""
+    backbones_wanted = [m for m in models if m in kfold.IMAGE_FAMILIES and m != "cnn"]
+    if not backbones_wanted:
+        return
+    from lib.classify import backbones
+
+    for name in backbones_wanted:
+        try:
+            backbones.check_weights(name, weights)
+        except backbones.WeightsUnavailable as err:
+            raise SystemExit(f"error: {err}") from None
+
+
+# --- inputs per family ---------------------------------------------------------
+
+
+def _image_column(rows: pd.DataFrame, images: str) -> str:
+    if images == "clean" and "clean_image_path" in rows.columns:
+        return "clean_image_path"
+    if images == "enhanced" and "clean_image_path" not in rows.columns:
+        raise SystemExit("error: --images enhanced needs a folder from 03_enhance or later (no enhanced images here)")
+    return "image_path"
+
+
+def family_matrix(family: str, rows: pd.DataFrame, folder: Path, args: argparse.Namespace, out: Path) -> np.ndarray:
+    """The x a family trains on, one entry per row: images, features, embeddings or metadata."""
+    if family in kfold.IMAGE_FAMILIES:
+        column = _image_column(rows, args.images)
+        return np.stack([read_image(folder / p).pixels for p in rows[column]])
+    if family == "fusion":
+        return np.hstack([family_matrix("features", rows, folder, args, out),
+                          family_matrix("medsam_embed", rows, folder, args, out)])
+    if family == "features":
+        table = features_table(folder)
+        missing = set(rows["id"]) - set(table.index)
+        if missing:
+            raise SystemExit(f"error: {folder}/features.csv lacks {len(missing)} images "
+                             f"(e.g. {sorted(missing)[0]}); rerun 04_cluster")
+        return table.loc[rows["id"]].to_numpy(float)
+    if family == "medsam_embed":
+        column = _image_column(rows, args.images)
+        paths = [str(folder / p) for p in rows[column]]
+        return _medsam_embeddings(list(rows["id"]), paths, str(out / "cache" / "medsam_embeddings.npz"))
+    from lib.classify import tabular
+
+    return tabular.metadata_matrix(rows)
+
+
+def features_table(folder: Path) -> pd.DataFrame:
+    """04_cluster's handcrafted features, indexed by id, label column dropped."""
+    path = folder / "features.csv"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} not found; the features model needs --in pointing at 04_cluster's folder")
+    return pd.read_csv(path).set_index("id").drop(columns=["label"], errors="ignore")
+
+
+def _medsam_embeddings(ids: list[str], paths: list[str], cache_path: str) -> np.ndarray:
+    """Pooled LiteMedSAM embeddings of the images at `paths`, through the on-disk cache."""
+    from lib.common import medsam
+
+    images = [read_image(p).pixels for p in paths]
+    hashes = [sha256_file(Path(p)) for p in paths]
+    return medsam.EmbeddingCache(Path(cache_path)).get_or_compute(ids, images, hashes)
+
+
+def _external_rows(folder: Path, limit: int | None = None) -> tuple[pd.DataFrame, Path]:
+    """The labelled rows of another stage folder; `limit` keeps an evenly spaced sample (a quicker check)."""
+    df = manifest.read(folder)
+    rows = df[(df["status"] == "ok") & df["label"].isin(["tumor", "no_tumor"])].reset_index(drop=True)
+    if limit and limit < len(rows):
+        rows = rows.iloc[np.linspace(0, len(rows) - 1, limit).round().astype(int)].reset_index(drop=True)
+    return rows, folder
+
+
+def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, folds: dict[str, Any], out: Path,
+                 external: tuple[pd.DataFrame, Path] | None) -> dict[str, Any]:
+    """Cross-validate one family (or reuse its finished run); write its outputs; return its metrics."""
+    model_dir = out / "models" / family
+    settings = {"rebalance": args.rebalance, "weights": args.weights, "backbone": family,
+                "epochs": args.epochs, "image_size": args.image_size,
+                "finetune_epochs": getattr(args, "finetune_epochs", None)}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    signature = {"folds": folds, "settings": settings, "images": args.images,
+                 "external": str(args.external or ""), "external_limit": getattr(args, "external_limit", None),
+                 "target": args.target_sensitivity}
+    done = model_dir / "metrics.json"
+    if done.is_file() and not args.force:
+        saved = json.loads(done.read_text())
+        if saved.get("signature") == as_json(signature, default=str) and has_fold_models(model_dir):
+            print(f"{family}: finished earlier with the same folds and settings; reusing {done}")
+            return saved["metrics"]
+    start = time.perf_counter()
+    data = kfold.Inputs(
+        ids=list(rows["id"]), x=family_matrix(family, rows, args.in_dir, args, out),
+        y=(rows["label"] == "tumor").to_numpy(int), groups=rows.get("dup_group", rows["id"]).to_numpy(),
+        extra_x=family_matrix(family, external[0], external[1], args, out) if external else None,
+    )
+    if family == "fusion":  # its matrix is [features | embeddings]: tell the heads where the cut is
+        settings = {**settings, "feature_columns": len(features_table(args.in_dir).columns)}
+    cv = kfold.cross_validate(family, data, folds, settings, model_dir, args.target_sensitivity)
+    result = kfold.evaluate(cv.oof)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    if cv.extra_prob is not None:
+        ext_y = (external[0]["label"] == "tumor").to_numpy(bool)
+        decided = cv.extra_prob >= cv.extra_threshold
+        result["external"] = {"folder": str(external[1]), "images": int(len(ext_y)),
+                              "sensitivity": float(decided[ext_y].mean()) if ext_y.any() else None,
+                              "specificity": float((~decided[~ext_y]).mean()) if (~ext_y).any() else None,
+                              "threshold": cv.extra_threshold}
+    cv.oof.to_csv(model_dir / "oof.csv", index=False)
+    result["plots"] = _family_plots(family, cv, result, model_dir, out)
+    write_json_atomic(done, {"signature": signature, "metrics": result, "histories": cv.histories})
+    op = result["operating"]
+    print(f"{family}: ROC AUC {number_text(result['roc_auc'])} {interval_text(result['roc_auc_ci'])}, "
+          f"sensitivity {number_text(op['sensitivity'])}, specificity {number_text(op['specificity'])}"
+          f" ({result['seconds']:.0f} s)")
+    return result
+
+
+def has_fold_models(model_dir: Path) -> bool:
+    """Whether every fold folder holds a saved model (runs before tabular models were saved lack them)."""
+    folds = list(model_dir.glob("repeat*_fold*"))
+    return bool(folds) and all(any(f.rglob("model.*")) for f in folds)
+
+
+def _family_plots(family: str, cv: kfold.CrossValidation, result: dict[str, Any], model_dir: Path,
+                  out: Path) -> list[str]:
+    first = cv.oof[cv.oof["repeat"] == 0]
+    y, prob = first["label"].to_numpy(int), first["prob"].to_numpy(float)
+    paths = [
+        plots.roc_pr(y, prob, result["operating"], model_dir / "roc_pr.png", f"{family}: out-of-fold"),
+        plots.confusion(result["operating"]["confusion"], model_dir / "confusion.png", f"{family} at the threshold"),
+        plots.calibration(y, prob, model_dir / "calibration.png", f"{family}: calibration"),
+        plots.training_curves(cv.histories, model_dir / "training.png", f"{family}: training curves"),
+    ]
+    return [str(p.relative_to(out)) for p in paths if p is not None]
+
+
+# --- comparison -------------------------------------------------------------------
+
+
+def comparison(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per model, sorted by ROC AUC, with intervals and the operating point."""
+    rows = []
+    for name, r in results.items():
+        op = r["operating"]
+        row = {"model": name, "roc_auc": rounded(r["roc_auc"]), "roc_auc_95ci": interval_text(r["roc_auc_ci"]),
+               "pr_auc": rounded(r["pr_auc"])}
+        row.update({k: rounded(op[k]) for k in OPERATING_KEYS})
+        row.update(threshold=rounded(op["threshold"]), accuracy_at_0_5=rounded(r["at_0.5"]["accuracy"]),
+                   brier=rounded(r["brier"]), ece=rounded(r["ece"]), seconds=r.get("seconds", ""))
+        if "external" in r:
+            row["external_sensitivity"] = rounded(r["external"]["sensitivity"])
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("roc_auc", ascending=False)
+
+
+def write_report(out: Path, table: pd.DataFrame, results: dict[str, dict[str, Any]]) -> Path:
+    sections = [("Models compared on identical grouped folds (sorted by ROC AUC; metadata = shortcut baseline)",
+                 report.table_html(table.to_dict("records")))]
+    for name in table["model"]:
+        images = "".join(report.img_html(out, out / p) for p in results[name]["plots"])
+        sections.append((name, images))
+    return report.html_page(out / "report.html", "06_classify_kfold: tumour / no tumour", sections)

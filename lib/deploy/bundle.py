@@ -1,0 +1,259 @@
+"""Export a self-contained bundle: every file needed to predict new slices, plus its model card.
+
+Layout (read by lib.deploy.predictor):
+
+    bundle.json                   settings: preprocessing, members, ensemble, threshold, versions, metrics
+    README.md                     model card: intended use, data, metrics with intervals, known limits
+    classifiers/<member>/fold<k>/ each fold model of each member (model.keras or model.joblib)
+    segmenter/model.keras         08's U-Net or DeepLabV3+ (model.pt: its fine-tuned LiteMedSAM);
+                                  08 --ensemble: segmenter/seed-<s>/model.*, one per member
+
+Why copies and not paths: a bundle is moved to other machines (a Hugging Face
+Space, a Kaggle kernel's output), so it must not point back into data/.
+The folder is written beside its final place and renamed at the end, so a
+failed export never leaves a half bundle or destroys the previous one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import shutil
+import subprocess
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lib.classify import kfold
+from lib.common import manifest
+from lib.common.io import write_json_atomic, write_text_atomic
+from lib.common.metrics import interval_text, number_text
+
+FORMAT = 1
+CLASS_NAMES = ["no_tumor", "tumor"]
+INTENDED_USE = ("Research and education only. Not a medical device: never use it to diagnose, "
+                "treat or triage patients.")
+PACKAGES = ("keras", "tensorflow", "torch", "numpy", "scikit-learn", "opencv-python-headless", "scikit-image")
+
+
+KERAS_KIND = "keras"  # member kind of the image models (cnn and keras.applications backbones)
+
+
+def member_kind(family: str) -> str:
+    """How lib.deploy.predictor runs a family: keras image model, features table, LiteMedSAM embedding, or both."""
+    if family in kfold.IMAGE_FAMILIES:
+        return KERAS_KIND
+    return {"features": "features", "medsam_embed": "medsam", "fusion": "fusion"}[family]
+
+
+def preprocessing(classify_dir: Path) -> dict[str, Any]:
+    """The 02/03/04 settings that made 06's input, found through 06's recorded input folder."""
+    summary = json.loads((classify_dir / "metrics.json").read_text())
+    if "input" not in summary:
+        raise ValueError(f"{classify_dir / 'metrics.json'} does not name its input folder; rerun 06_classify_kfold")
+    cluster_dir = (classify_dir / summary["input"]).resolve()
+    df = manifest.read(cluster_dir)
+    ok = df[df["status"] == "ok"].iloc[0]
+    clean_dir = (cluster_dir / ok["clean_image_path"]).parent.parent
+    clean_metrics = json.loads((clean_dir / "metrics.json").read_text())
+    cluster_metrics = json.loads((cluster_dir / "metrics.json").read_text())
+    columns = list(pd.read_csv(cluster_dir / "features.csv", nrows=1).drop(columns=["id", "label"],
+                                                                            errors="ignore").columns)
+    return {"size": int(clean_metrics["size"]), "skull_strip": bool(clean_metrics["skull_strip"]),
+            "chain": [c for c in str(ok["chain"]).split(",") if c and c != "none"], "k": int(ok["k"]),
+            "cluster_features": cluster_metrics.get("cluster_features", "intensity"), "feature_columns": columns,
+            "classifier_images": summary.get("images", "clean")}
+
+
+def _fold_files(model_dir: Path, family: str) -> list[Any]:
+    """Paths of each fold's model files under 06's models/<family>/ (repeat 0)."""
+    folds = sorted(model_dir.glob("repeat0_fold*"), key=lambda p: int(p.name.split("fold")[1]))
+    if not folds:
+        raise ValueError(f"{model_dir}: no fold models; rerun 06_classify_kfold --force --models {family}")
+    found = []
+    for fold in folds:
+        if family == "fusion":
+            found.append({head: fold / head / "model.joblib" for head in ("features", "embeddings")})
+        else:
+            found.append(fold / ("model.keras" if member_kind(family) == KERAS_KIND else "model.joblib"))
+    missing = [p for f in found for p in (f.values() if isinstance(f, dict) else [f]) if not p.is_file()]
+    if missing:
+        raise ValueError(f"{missing[0]} not found (06 runs before models were saved); "
+                         f"rerun 06_classify_kfold --force --models {family}")
+    return found
+
+
+def _copy(src: Path, root: Path, rel: str) -> str:
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, root / rel)
+    return rel
+
+
+def copy_members(classify_dir: Path, names: list[str], root: Path, feature_columns: int) -> dict[str, Any]:
+    """Copy every member's fold models into root/classifiers; return their bundle.json entries."""
+    members = {}
+    for name in names:
+        entry: dict[str, Any] = {"kind": member_kind(name), "folds": []}
+        for k, files in enumerate(_fold_files(classify_dir / "models" / name, name)):
+            if isinstance(files, dict):
+                entry["folds"].append({h: _copy(p, root, f"classifiers/{name}/fold{k}/{h}/{p.name}")
+                                       for h, p in files.items()})
+            else:
+                entry["folds"].append(_copy(files, root, f"classifiers/{name}/fold{k}/{files.name}"))
+        if name == "fusion":
+            entry["feature_columns"] = feature_columns
+        members[name] = entry
+    return members
+
+
+def versions() -> dict[str, str]:
+    """Python, packages and the project's commit: what a user needs to reproduce or load the bundle."""
+    found = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            found[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    try:
+        import keras
+
+        found["keras_backend"] = keras.backend.backend()
+    except ImportError:
+        pass
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent)
+    if commit.returncode == 0:
+        found["project_commit"] = commit.stdout.strip()
+    return found
+
+
+def export(out: Path, settings: dict[str, Any], classify_dir: Path, unet_dir: Path | None,
+           card: str) -> Path:
+    """Write the bundle folder `out` (replacing an older one only once the new one is complete)."""
+    out = Path(out)
+    work = out.with_name(out.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    members = settings["classifier"]["ensemble"]["members"]
+    settings["classifier"]["members"] = copy_members(classify_dir, members, work,
+                                                     len(settings["preprocessing"]["feature_columns"]))
+    if unet_dir is not None:
+        from lib.segment.models import model_file
+
+        name = model_file(settings["segmenter"]["architecture"])
+        members = settings["segmenter"].pop("members", None)  # 08 --ensemble: every member's model
+        if members:
+            settings["segmenter"]["paths"] = [_copy(unet_dir / member / name, work, f"segmenter/{member}/{name}")
+                                              for member in members]
+        else:
+            settings["segmenter"]["path"] = _copy(unet_dir / name, work, f"segmenter/{name}")
+    write_json_atomic(work / "bundle.json", settings)
+    write_text_atomic(work / "README.md", card)
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    work.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def created() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _segmenter_members(seg: dict[str, Any]) -> str:
+    """How many networks' maps the mask averages (08 --ensemble), for the model card."""
+    count = len(seg.get("paths") or seg.get("members") or [])  # exported, or still 08's folder names
+    return f"; the mean of {count} networks' maps (seeds differ)" if count > 1 else ""
+
+
+def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
+    """README.md of the bundle, in the spirit of model cards (Mitchell et al. 2019): what it is for and not for."""
+    m = settings["metrics"]["ensemble"]
+    op = m["operating"]
+    chosen = settings["classifier"]["ensemble"]
+    single = settings["metrics"]["best_single"]
+    seg = settings.get("segmenter") or {}
+    seg_test = seg.get("test") or {}
+    lines = [
+        "# Brain-tumour MRI bundle: tumour / no tumour per 2D slice, plus a tumour mask",
+        "",
+        f"**Intended use.** {INTENDED_USE} It was built to study methods on public data.",
+        "",
+        "## What it does",
+        f"- Input: one 2D brain MRI slice (JPEG/PNG/TIFF/BMP, grey or colour). It is cleaned and cropped to the head "
+        f"({settings['preprocessing']['size']} px square) exactly as in training.",
+        f"- Classifier: {_combination(chosen)}, each member the mean of its {data['folds']} fold models; "
+        f"calibrated by `{chosen['calibrator']['kind']}`.",
+        f"- Decision: `tumor` when the calibrated probability is >= {chosen['threshold']:.3f},"
+        f" chosen on out-of-fold predictions to find {chosen['target_sensitivity']:.0%}"
+        " of tumours (a missed tumour costs more than a false alarm).",
+        f"- Mask: {seg.get('architecture', 'none')} trained on {seg.get('masks', '-')} masks "
+        f"({seg.get('image_size', '-')} px input){_segmenter_members(seg)}." if seg else "- Mask: none in this bundle.",
+        "",
+        "## Data",
+        f"- Trained and evaluated on `{data['input']}`: {data['images']} slices, {data['tumours']} with a tumour, "
+        f"{data['images'] - data['tumours']} without; grouped {data['folds']}-fold cross-validation, exact and near "
+        "duplicates kept in one fold.",
+        "- The default `make all` data set is synthetic (phantoms): a bundle built on it shows the pipeline working, "
+        "not clinical performance.",
+        "",
+        "## Metrics",
+        "Out-of-fold and nested: every choice made without the fold it is scored on; 95 % bootstrap intervals.",
+        "",
+        "| model | ROC AUC | PR AUC | sensitivity | specificity | precision | F1 | ECE |",
+        "|---|---|---|---|---|---|---|---|",
+        _metric_row("ensemble (this bundle)", m),
+        _metric_row(f"best single model ({single['name']})", single["metrics"]),
+        "",
+        f"Ensemble minus best single ROC AUC: {settings['metrics']['auc_difference']['difference']:+.3f} "
+        f"{interval_text(settings['metrics']['auc_difference']['ci'])} (paired bootstrap).",
+        f"Operating point of the ensemble: sensitivity {op['sensitivity']:.3f}, specificity {op['specificity']:.3f} "
+        f"(confusion {op['confusion']}).",
+    ]
+    if seg_test and seg_test.get("dice_mean") is None:  # e.g. navoneel: no true tumour masks to score against
+        lines += ["", f"Segmentation on 08's test part ({seg_test.get('images', '?')} slices): no true tumour masks, "
+                  f"so no Dice; masks on tumour-free slices {seg_test.get('false_positive_images', '?')}."]
+    elif seg_test:
+        lines += ["", f"Segmentation on 08's test part ({seg_test.get('images', '?')} slices): Dice mean "
+                  f"{seg_test['dice_mean']:.3f} {interval_text(seg_test.get('dice_ci'))}, "
+                  f"median {seg_test.get('dice_median', float('nan')):.3f}, "
+                  f"missed tumours {seg_test.get('missed', '?')}, masks on tumour-free slices "
+                  f"{seg_test.get('false_positive_images', '?')}."]
+    lines += [
+        "",
+        "## Known limits",
+        "- Few training slices: the intervals above are wide; expect lower numbers on other hospitals, scanners and "
+        "sequences.",
+        "- 2D slices only; no patient-level reasoning; a slice that is not a brain MRI still gets a probability.",
+        "- Calibrated on out-of-fold predictions of single fold models; the bundle averages the fold models, which is "
+        "usually a little better ranked and a little less extreme.",
+        "- The file-metadata shortcut (size, format) separates the Kaggle classes on its own; it is never a member, "
+        "but image models can pick up similar cues (borders, compression).",
+        "- Loading `.joblib` files runs pickled code: load bundles only from sources you trust.",
+        "",
+        f"Built {settings['created']} with {', '.join(f'{k} {v}' for k, v in settings['versions'].items())}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _combination(chosen: dict[str, Any]) -> str:
+    kind, members = chosen["combiner"]["kind"], chosen["members"]
+    if kind == "best":
+        best = members[chosen["combiner"]["weights"].index(1.0)]
+        return (f"`{best}` alone (of {', '.join(members)}: no combination beat the best single member "
+                "in cross-validation)")
+    return f"`{kind}` combination of {', '.join(members)}"
+
+
+def _metric_row(name: str, m: dict[str, Any]) -> str:
+    op = m["operating"]
+    cells = [f"{number_text(m[k])} {interval_text(m[f'{k}_ci'])}" for k in ("roc_auc", "pr_auc")]
+    cells += [f"{number_text(op[k])} {interval_text(op.get(f'{k}_ci'))}"
+              for k in ("sensitivity", "specificity", "precision", "f1")]
+    cells.append(number_text(m["ece"]))
+    return f"| {name} | " + " | ".join(cells) + " |"

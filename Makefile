@@ -7,6 +7,7 @@
 #   make all DATA=runs/kaggle DOWNLOAD_ARGS="--source kaggle"
 #   make all FORCE=--force                     # redo every item (after a code change)
 #   make demo                                  # serve artifacts/bundle on http://127.0.0.1:7860
+#   make test-fast                             # the tests not marked slow, for the edit loop
 #   make selftrain                             # pseudo-labels round 2: 07 prompted by 08's U-Net, 08 again
 
 PYTHON ?= python3
@@ -31,7 +32,7 @@ ENSEMBLE_ARGS ?=
 BUNDLE        ?= artifacts/bundle
 CHROMIUM      ?= /usr/bin/chromium
 
-.PHONY: all selftrain test venv bench demo space browser clean-data help
+.PHONY: all selftrain test test-fast venv bench demo space browser clean-data help
 .DELETE_ON_ERROR:
 
 all: $(BUNDLE)/bundle.json
@@ -97,6 +98,10 @@ browser:
 test: $(STAMP) browser
 	$(PY) -m pytest -q --durations=15 tests
 
+# The edit loop: every test not marked slow (no stage runs, no subprocesses), about 2 minutes.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" --durations=5 tests
+
 bench: $(STAMP)
 	$(PY) bench/bench_clean.py
 	$(PY) bench/bench_enhance.py
@@ -111,4 +116,4 @@ clean-data:
 	rm -rf $(DATA)
 
 help:
-	@sed -n '1,11p' Makefile
+	@sed -n '1,12p' Makefile

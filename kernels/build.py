@@ -95,10 +95,11 @@ def build(stage: str, out: Path, user: str, args: list[str], gpu: bool = False, 
           datasets: list[str] | None = None, kernels: list[str] | None = None) -> Path:
     """Write <out>/<slug>/{kernel-metadata.json, <slug>.py}; return the folder."""
     meta = metadata(stage, user, gpu, internet, datasets or [], kernels or [])
+    code_payload = payload(stage)  # an unknown stage stops here, before any folder is made
     folder = out / slug(stage)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "kernel-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-    code = BOOTSTRAP.format(title=meta["title"], stage=stage, payload=payload(stage), args=args,
+    code = BOOTSTRAP.format(title=meta["title"], stage=stage, payload=code_payload, args=args,
                             packages=EXTRA_PACKAGES, internet=internet)
     (folder / meta["code_file"]).write_text(code)
     return folder

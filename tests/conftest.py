@@ -13,6 +13,10 @@ import lib  # noqa: E402, F401 - before any test imports Keras: orders the frame
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: runs a stage, a subprocess or a real model (make test-fast leaves it out)")
+
+
 def shared_data(name: str) -> Path:
     """Path of a real data set under ../shared/data, or skip the test with why."""
     path = SHARED_DATA / name

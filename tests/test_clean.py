@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -332,16 +331,14 @@ def test_navoneel_known_cases() -> None:
     assert (x1 - x0) * (y1 - y0) < 0.55 * big.shape[0] * big.shape[1]
 
 
-def test_navoneel_every_file_is_cleaned_quickly() -> None:
+def test_navoneel_every_file_is_cleaned() -> None:
+    """Every real file gives a 256 px slice with a head; speed is bench/bench_clean.py's job."""
     root = _navoneel()
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     assert len(files) >= 250
     pixels = [read_image(path).pixels for path in files]
-    start = time.perf_counter()
     results = [clean.clean_image(p) for p in pixels]
-    per_image = (time.perf_counter() - start) / len(files)
     for path, result in zip(files, results):
         assert result.image.shape == (256, 256) and result.image.dtype == np.uint8, path
         assert set(result.flags) <= set(clean.FLAGS), path
         assert "no_head_found" not in result.flags, path
-    assert per_image < 0.03, f"{per_image * 1000:.1f} ms per image"

@@ -28,13 +28,14 @@ def test_packed_stage_runs_outside_the_repository(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(manifest.read(run_dir / "data" / "01_download")) == 4
-    assert (run_dir / "brainmri_src" / "lib" / "io.py").is_file()
+    assert (run_dir / "brainmri_src" / "lib" / "common" / "io.py").is_file()
 
 
-def test_unknown_stage_lists_the_known_ones() -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "kernels" / "build.py"), "99_nope", "--user", "me"],
-                            capture_output=True, text=True, timeout=60)
+def test_unknown_stage_lists_the_known_ones(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "kernels" / "build.py"), "99_nope", "--user", "me",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "01_download" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
 def test_push_without_a_token_says_how_to_get_one(tmp_path: Path) -> None:

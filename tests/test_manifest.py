@@ -76,3 +76,44 @@ def test_error_row_is_one_line_with_the_reason() -> None:
     except KeyError as err:
         unexpected = stage.error_row({"id": "a"}, err)
     assert unexpected["error"].startswith("KeyError at test_manifest.py:")
+
+
+def _lineage_chain(root: Path) -> Path:
+    """Four stage folders, each recording its options and its input's lineage, as 02 -> 03 -> 04 -> 06 do."""
+    from argparse import Namespace
+
+    made = {"02_clean": Namespace(in_dir=root / "01", out=root / "02", force=False, workers=2, size=128,
+                                  skull_strip=True),
+            "03_enhance": Namespace(in_dir=root / "02", out=root / "03", chain="gaussian,musica"),
+            "04_cluster": Namespace(in_dir=root / "03", out=root / "04", k="auto", features="intensity"),
+            "06_classify_kfold": Namespace(in_dir=root / "04", out=root / "06", images="enhanced")}
+    derived = {"03_enhance": {"chain": ["gaussian", "musica"]}, "04_cluster": {"chosen_k": 5}}
+    for name, args in made.items():
+        args.out.mkdir(parents=True)
+        stage.write_lineage(args.out, name, args, {"in": args.in_dir}, **derived.get(name, {}))
+    return root / "06"
+
+
+def test_lineage_nests_each_inputs_record_and_leaves_out_where_it_ran(tmp_path: Path) -> None:
+    lineage = stage.read_lineage(_lineage_chain(tmp_path))
+    assert lineage["stage"] == "06_classify_kfold" and lineage["inputs"]["in"]["path"] == "../04"
+    assert stage.settings_of(lineage, "02_clean") == {"size": 128, "skull_strip": True}  # no in_dir/out/force/workers
+    assert stage.settings_of(lineage, "03_enhance")["chain"] == ["gaussian", "musica"]  # derived beats the option
+    assert stage.settings_of(lineage, "04_cluster")["chosen_k"] == 5
+    assert stage.settings_of(lineage, "01_download") is None  # 02's input had no lineage.json
+    assert stage.read_lineage(tmp_path / "nowhere") is None
+
+
+def test_bundle_preprocessing_reads_only_its_direct_inputs_lineage(tmp_path: Path) -> None:
+    from lib.deploy import bundle
+
+    folder = _lineage_chain(tmp_path)
+    lineage = stage.read_lineage(folder)
+    stage.settings_of(lineage, "04_cluster")["feature_columns"] = ["area", "mean"]
+    (tmp_path / "04").rename(tmp_path / "moved")  # earlier folders may be gone: nothing walks back to them
+    found = bundle.preprocessing({"path": "../06", "lineage": lineage})
+    assert found == {"size": 128, "skull_strip": True, "chain": ["gaussian", "musica"], "k": 5,
+                     "cluster_features": "intensity", "feature_columns": ["area", "mean"],
+                     "classifier_images": "enhanced"}
+    with pytest.raises(ValueError, match="rerun 06_classify_kfold"):
+        bundle.preprocessing({"path": "../06", "lineage": None})

@@ -27,7 +27,7 @@ import numpy as np
 from lib.acquire import phantom
 from lib.common import dedup, manifest
 from lib.common.io import ImageReadError, read_image, to_grey, write_json_atomic
-from lib.common.stage import KAGGLE_INPUT, Progress, error_row, imap
+from lib.common.stage import KAGGLE_INPUT, Progress, error_row, imap, write_lineage
 
 KAGGLE_DATASET = "navoneel/brain-mri-images-for-brain-tumor-detection"
 KAGGLE_HOST = ("www.kaggle.com", 443)
@@ -313,6 +313,7 @@ def run(args: Any) -> dict[str, Any]:
     df = manifest.write_rows(rows, out, manifest.DOWNLOAD_COLUMNS)
     metrics = {"source": origin, **_counts(df), "duplicates": duplicates}
     write_json_atomic(out / "metrics.json", metrics)
+    write_lineage(out, "01_download", args, {})
     _print_summary(out, metrics)
     return metrics
 

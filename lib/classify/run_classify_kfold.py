@@ -27,7 +27,7 @@ from lib.common import manifest, plots, report, splits
 from lib.common.dedup import sha256_file
 from lib.common.io import as_json, read_image, write_json_atomic, write_text_atomic
 from lib.common.metrics import interval_text, number_text, rounded
-from lib.common.stage import check_in_dir
+from lib.common.stage import check_in_dir, write_lineage
 
 COMPARISON_KEYS = ("roc_auc", "pr_auc")
 OPERATING_KEYS = ("sensitivity", "specificity", "precision", "f1")
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "repeats": args.repeats, "images": args.images,
                "target_sensitivity": args.target_sensitivity}
     write_json_atomic(out / "metrics.json", summary)
+    write_lineage(out, "06_classify_kfold", args, {"in": args.in_dir, "external": args.external})
     write_report(out, table, results)
     print(report.markdown_table(table))
     print(f"  report: {out / 'report.html'}")

@@ -76,6 +76,44 @@ def check_in_dir(in_dir: Path, out_dir: Path) -> pd.DataFrame:
 
 
 SIGNATURE = "stage.json"
+LINEAGE = "lineage.json"
+NOT_SETTINGS = ("in_dir", "out", "force", "workers")  # where and how a stage ran, not what it computed
+
+
+def write_lineage(out: Path, stage: str, args: Any, inputs: dict[str, Path | None],
+                  **derived: Any) -> dict[str, Any]:
+    """Record what made this folder: the stage, its options (plus values it chose, such as 04's k)
+    and, nested, the lineage.json of each input folder.
+
+    Why: 09 and the bundle need settings from several stages back (02's size, 03's
+    chain). Read from their direct input's lineage, they need no walk back through
+    folders that may have moved (a Kaggle kernel's output lands one level deeper).
+    """
+    options = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
+    record = {"stage": stage, "settings": {**options, **derived},
+              "inputs": {name: {"path": os.path.relpath(path, out), "lineage": read_lineage(path)}
+                         for name, path in inputs.items() if path is not None}}
+    record = as_json(record, default=str)
+    write_json_atomic(out / LINEAGE, record)
+    return record
+
+
+def read_lineage(folder: Path) -> dict[str, Any] | None:
+    """A stage folder's lineage.json, or None when it has none (made before stages wrote one)."""
+    return _read_json(Path(folder) / LINEAGE)
+
+
+def settings_of(lineage: dict[str, Any] | None, stage: str) -> dict[str, Any] | None:
+    """The settings `stage` ran with: the record itself or the nearest input folder, depth first."""
+    if not lineage:
+        return None
+    if lineage.get("stage") == stage:
+        return lineage["settings"]
+    for entry in lineage.get("inputs", {}).values():
+        found = settings_of(entry.get("lineage"), stage)
+        if found is not None:
+            return found
+    return None
 
 
 class Progress:

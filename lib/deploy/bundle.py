@@ -17,7 +17,6 @@ failed export never leaves a half bundle or destroys the previous one.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import platform
 import shutil
 import subprocess
@@ -25,10 +24,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from lib.classify import kfold
-from lib.common import manifest
+from lib.common import stage
 from lib.common.io import write_json_atomic, write_text_atomic
 from lib.common.metrics import interval_text, number_text
 
@@ -49,23 +46,22 @@ def member_kind(family: str) -> str:
     return {"features": "features", "medsam_embed": "medsam", "fusion": "fusion"}[family]
 
 
-def preprocessing(classify_dir: Path) -> dict[str, Any]:
-    """The 02/03/04 settings that made 06's input, found through 06's recorded input folder."""
-    summary = json.loads((classify_dir / "metrics.json").read_text())
-    if "input" not in summary:
-        raise ValueError(f"{classify_dir / 'metrics.json'} does not name its input folder; rerun 06_classify_kfold")
-    cluster_dir = (classify_dir / summary["input"]).resolve()
-    df = manifest.read(cluster_dir)
-    ok = df[df["status"] == "ok"].iloc[0]
-    clean_dir = (cluster_dir / ok["clean_image_path"]).parent.parent
-    clean_metrics = json.loads((clean_dir / "metrics.json").read_text())
-    cluster_metrics = json.loads((cluster_dir / "metrics.json").read_text())
-    columns = list(pd.read_csv(cluster_dir / "features.csv", nrows=1).drop(columns=["id", "label"],
-                                                                            errors="ignore").columns)
-    return {"size": int(clean_metrics["size"]), "skull_strip": bool(clean_metrics["skull_strip"]),
-            "chain": [c for c in str(ok["chain"]).split(",") if c and c != "none"], "k": int(ok["k"]),
-            "cluster_features": cluster_metrics.get("cluster_features", "intensity"), "feature_columns": columns,
-            "classifier_images": summary.get("images", "clean")}
+def preprocessing(classify_input: dict[str, Any]) -> dict[str, Any]:
+    """The 02/03/04 settings that made 06's input, read from 06's lineage (09's `inputs["in"]` entry)."""
+    lineage = classify_input.get("lineage")
+    where = classify_input.get("path", "06's folder")
+    if not lineage:
+        raise ValueError(f"{where}/{stage.LINEAGE} not found: rerun 06_classify_kfold (trained folds are reused)")
+    found = {name: stage.settings_of(lineage, name) for name in ("02_clean", "03_enhance", "04_cluster")}
+    missing = [name for name in ("02_clean", "04_cluster") if found[name] is None]
+    if missing:
+        raise ValueError(f"{where}/{stage.LINEAGE} does not reach {', '.join(missing)}: rerun 02-04 and 06 "
+                         "so that each stage records its settings")
+    clean, enhanced, clustered = found["02_clean"], found["03_enhance"] or {}, found["04_cluster"]
+    return {"size": int(clean["size"]), "skull_strip": bool(clean["skull_strip"]),
+            "chain": [c for c in enhanced.get("chain", []) if c and c != "none"], "k": int(clustered["chosen_k"]),
+            "cluster_features": clustered["features"], "feature_columns": list(clustered["feature_columns"]),
+            "classifier_images": lineage["settings"].get("images", "clean")}
 
 
 def _fold_files(model_dir: Path, family: str) -> list[Any]:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from lib.common import metrics, plots, report
 from lib.common.io import write_json_atomic, write_text_atomic
+from lib.common.stage import write_lineage
 from lib.deploy import bundle, ensemble
 
 
@@ -38,12 +39,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["deployed"] = final.to_json()
     result["plots"] = _plots(members, oof, result["ensemble"]["operating"], out)
     write_json_atomic(out / "metrics.json", result)
+    lineage = write_lineage(out, "09_ensemble", args, {"in": args.in_dir, "unet": args.unet})
     table = comparison(result)
     write_text_atomic(out / "comparison.md", report.markdown_table(table))
     write_report(out, table, result)
     print(report.markdown_table(table))
     if args.bundle:
-        path = export_bundle(args, final, result)
+        path = export_bundle(args, final, result, lineage)
         print(f"  bundle: {path} (model card: {path / 'README.md'})")
     print(f"  report: {out / 'report.html'}")
     return result
@@ -107,16 +109,18 @@ def write_report(out: Path, table: pd.DataFrame, result: dict[str, Any]) -> Path
     return report.html_page(out / "report.html", "09 ensemble", sections)
 
 
-def export_bundle(args: argparse.Namespace, final: ensemble.Ensemble, result: dict[str, Any]) -> Path:
-    """Settings + model card + copied models in args.bundle."""
+def export_bundle(args: argparse.Namespace, final: ensemble.Ensemble, result: dict[str, Any],
+                  lineage: dict[str, Any]) -> Path:
+    """Settings + model card + copied models in args.bundle; `lineage` (09's) says what made it."""
     try:
         settings = {
             "format": bundle.FORMAT, "created": bundle.created(), "class_names": bundle.CLASS_NAMES,
-            "intended_use": bundle.INTENDED_USE, "preprocessing": bundle.preprocessing(args.in_dir),
+            "intended_use": bundle.INTENDED_USE, "preprocessing": bundle.preprocessing(lineage["inputs"]["in"]),
             "classifier": {"ensemble": final.to_json()},
             "segmenter": _segmenter(args.unet) if args.unet else None,
             "metrics": {k: result[k] for k in ("ensemble", "best_single", "auc_difference")},
             "versions": bundle.versions(),
+            "lineage": lineage,
         }
         data = {"input": json.loads((args.in_dir / "metrics.json").read_text()).get("input", str(args.in_dir)),
                 "images": result["images"], "tumours": result["tumours"], "folds": result["folds"]}

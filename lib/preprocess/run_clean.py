@@ -21,7 +21,14 @@ import pandas as pd
 from lib.common import manifest, report
 from lib.common.dedup import sha256_file
 from lib.common.io import read_image, read_mask, to_grey, write_json_atomic, write_png
-from lib.common.stage import Progress, check_in_dir, error_row, imap, require_some_ok
+from lib.common.stage import (
+    Progress,
+    check_in_dir,
+    error_row,
+    imap,
+    require_some_ok,
+    write_lineage,
+)
 from lib.preprocess import clean
 
 # Columns this stage adds (besides rewriting mask paths to the cleaned masks).
@@ -53,6 +60,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     metrics = measure(df)
     metrics["size"], metrics["skull_strip"] = args.size, args.skull_strip
     write_json_atomic(out / "metrics.json", metrics)
+    write_lineage(out, "02_clean", args, {"in": args.in_dir})
     write_report(df, out, metrics)
     _print_summary(out, metrics)
     return metrics

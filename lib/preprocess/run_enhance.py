@@ -25,7 +25,14 @@ import pandas as pd
 from lib.common import manifest, report
 from lib.common.dedup import sha256_file
 from lib.common.io import read_image, read_mask, write_json_atomic, write_png
-from lib.common.stage import Progress, check_in_dir, error_row, imap, require_some_ok
+from lib.common.stage import (
+    Progress,
+    check_in_dir,
+    error_row,
+    imap,
+    require_some_ok,
+    write_lineage,
+)
 from lib.preprocess import enhance
 from lib.preprocess.clean import head_mask
 
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     contrast.to_csv(_qc(out) / "contrast.csv", index=False)
     metrics = measure(df, contrast, chain)
     write_json_atomic(out / "metrics.json", metrics)
+    write_lineage(out, "03_enhance", args, {"in": args.in_dir}, chain=list(chain))
     write_report(df, out, contrast, metrics)
     _print_summary(out, metrics)
     return metrics

@@ -32,7 +32,14 @@ from lib.common.io import (
     write_png,
     write_text_atomic,
 )
-from lib.common.stage import Progress, check_in_dir, error_row, imap, require_some_ok
+from lib.common.stage import (
+    Progress,
+    check_in_dir,
+    error_row,
+    imap,
+    require_some_ok,
+    write_lineage,
+)
 from lib.preprocess.clean import head_mask
 from lib.regions import candidates, cluster, features
 
@@ -67,6 +74,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     metrics = measure(df, out, k_choice)
     metrics["cluster_features"] = args.features  # what predict-time preprocessing must repeat (lib.deploy.predictor)
     write_json_atomic(out / "metrics.json", metrics)
+    write_lineage(out, "04_cluster", args, {"in": args.in_dir}, chosen_k=k,
+                  feature_columns=[c for c in table.columns if c not in ("id", "label")])
     write_report(df, out, table, metrics)
     _print_summary(out, metrics)
     return metrics

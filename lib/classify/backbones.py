@@ -51,15 +51,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from lib.classify.cnn import (
-    augmenter,
-    compile_model,
-    predict,
-    prepare_images,
-    save,
-    settings_with_defaults,
-    train,
-)
+from lib.classify.cnn import augmenter, compile_model, predict, prepare_images, save, settings_with_defaults, train
 from lib.classify.fold import Fold, FoldResult
 
 # --- hyper-parameters ------------------------------------------------------------

@@ -25,14 +25,7 @@ import pandas as pd
 from lib.common import manifest, report
 from lib.common.dedup import sha256_file
 from lib.common.io import read_image, read_mask, write_json_atomic, write_png
-from lib.common.stage import (
-    Progress,
-    check_in_dir,
-    error_row,
-    imap,
-    require_some_ok,
-    write_lineage,
-)
+from lib.common.stage import Progress, check_in_dir, error_row, imap, require_some_ok, write_lineage
 from lib.preprocess import enhance
 from lib.preprocess.clean import head_mask
 

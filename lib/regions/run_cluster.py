@@ -25,21 +25,8 @@ import pandas as pd
 
 from lib.common import manifest, report
 from lib.common.dedup import sha256_file
-from lib.common.io import (
-    read_image,
-    read_mask,
-    write_json_atomic,
-    write_png,
-    write_text_atomic,
-)
-from lib.common.stage import (
-    Progress,
-    check_in_dir,
-    error_row,
-    imap,
-    require_some_ok,
-    write_lineage,
-)
+from lib.common.io import read_image, read_mask, write_json_atomic, write_png, write_text_atomic
+from lib.common.stage import Progress, check_in_dir, error_row, imap, require_some_ok, write_lineage
 from lib.preprocess.clean import head_mask
 from lib.regions import candidates, cluster, features
 

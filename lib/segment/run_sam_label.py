@@ -32,13 +32,7 @@ from tqdm.auto import tqdm
 from lib.common import manifest, report
 from lib.common.dedup import sha256_file
 from lib.common.io import read_image, read_mask, write_json_atomic, write_png
-from lib.common.stage import (
-    Progress,
-    check_in_dir,
-    error_row,
-    require_some_ok,
-    write_lineage,
-)
+from lib.common.stage import Progress, check_in_dir, error_row, require_some_ok, write_lineage
 from lib.regions import candidates
 from lib.segment import mask_metrics, pseudo_label, segmenters
 

@@ -31,6 +31,7 @@ SCREENSHOT = ROOT / "bench" / "results" / "demo_screenshot.png"
 
 # Marks, not a fixture: a skip decided before fixtures run, so a missing browser never builds tiny_bundle.
 pytestmark = [
+    pytest.mark.slow,  # builds a bundle and drives Chromium against the demo server
     pytest.mark.skipif(not CHROMIUM.is_file(),
                        reason=f"{CHROMIUM} is absent (CI installs it: apt-get install chromium); skipping browser test"),
     pytest.mark.skipif(importlib.util.find_spec("playwright") is None,

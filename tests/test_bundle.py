@@ -17,6 +17,8 @@ from lib.deploy import bundle
 from lib.deploy.predictor import BundleError, Predictor
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # builds a bundle by running stages 01-09
+
 
 @pytest.fixture(scope="module")
 def predictor(tiny_bundle: Path) -> Predictor:

@@ -13,6 +13,8 @@ from tests.conftest import ROOT
 from tests.test_enhance_cluster_stages import run  # noqa: F401 - the shared module fixture
 from tests.test_pipeline import stage
 
+pytestmark = pytest.mark.slow  # runs stage 06 in subprocesses
+
 
 @pytest.fixture(scope="module")
 def classified(run: Path) -> Path:  # noqa: F811

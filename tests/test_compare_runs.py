@@ -35,3 +35,9 @@ def test_a_changed_metric_and_a_changed_cell_are_both_named(tmp_path: Path) -> N
     found = json.loads((tmp_path / "r.json").read_text())["06_classify_kfold"]["differences"]
     assert found["metrics.json"] == [".models.cnn.roc_auc: 0.91 -> 0.92"]
     assert found["manifest.csv"] == ["row 1 label: 'no_tumor' -> 'tumor'"]
+
+
+def test_numbers_equal_to_float32_rounding_compare_equal() -> None:
+    assert compare_runs.same("13.084118843078613", "13.084117889404297")  # one float32 step apart
+    assert not compare_runs.same(0.91, 0.9101) and not compare_runs.same("tumor", "no_tumor")
+    assert not compare_runs.same(True, 1.0 + 1e-9)

@@ -9,6 +9,8 @@ from demo import app
 from lib.acquire import phantom
 from lib.common.io import read_image, write_png
 
+pytestmark = pytest.mark.slow  # serves a bundle built by running stages 01-09
+
 
 @pytest.fixture(scope="module")
 def demo(tiny_bundle: Path) -> app.Demo:

@@ -39,6 +39,7 @@ def run_stage(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_folder_import_describes_every_file(tmp_path: Path) -> None:
     _messy_tree(tmp_path / "src")
     out = tmp_path / "01"
@@ -59,6 +60,7 @@ def test_folder_import_describes_every_file(tmp_path: Path) -> None:
     assert "no_notes" in result.stdout  # the error is shown, not only stored
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_files_and_keeps_the_input(tmp_path: Path) -> None:
     _messy_tree(tmp_path / "src")
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "src").rglob("*")}
@@ -76,6 +78,7 @@ def test_rerun_skips_finished_files_and_keeps_the_input(tmp_path: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "src").rglob("*")} == before
 
 
+@pytest.mark.slow
 def test_images_and_masks_tree_keeps_masks(tmp_path: Path) -> None:
     src = tmp_path / "seg"
     for i in range(3):
@@ -88,6 +91,7 @@ def test_images_and_masks_tree_keeps_masks(tmp_path: Path) -> None:
     assert all((out / p).is_file() for p in df["mask_path"])
 
 
+@pytest.mark.slow
 def test_unknown_layout_and_empty_folder_fail_with_advice(tmp_path: Path) -> None:
     (tmp_path / "pics").mkdir()
     result = run_stage("--source", "folder", "--path", str(tmp_path / "pics"), "--out", str(tmp_path / "o"))
@@ -97,6 +101,7 @@ def test_unknown_layout_and_empty_folder_fail_with_advice(tmp_path: Path) -> Non
     assert result.returncode == 2 and "hold no files" in result.stderr
 
 
+@pytest.mark.slow
 def test_custom_class_names(tmp_path: Path) -> None:
     for name in ("sick", "fine"):
         write_png(tmp_path / "src" / name / "a.png", _picture(len(name)))
@@ -121,6 +126,7 @@ def _sleep(_: str) -> str:
     return "never"
 
 
+@pytest.mark.slow
 def test_a_hanging_download_is_stopped_by_the_timeout() -> None:
     start = time.monotonic()
     with pytest.raises(run_download.DownloadError, match="more than 1 s"):
@@ -128,12 +134,14 @@ def test_a_hanging_download_is_stopped_by_the_timeout() -> None:
     assert time.monotonic() - start < 10
 
 
+@pytest.mark.slow
 def test_kaggle_client_is_not_imported_by_the_pipeline() -> None:
     code = "import lib.acquire.run_download, sys; print('kaggle' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
 
 
+@pytest.mark.slow
 def test_navoneel_all_files_imported_with_22_exact_groups(tmp_path: Path) -> None:
     src = shared_data("navoneel")
     out = tmp_path / "01"

@@ -13,6 +13,8 @@ from lib.common.io import read_image, read_mask
 from lib.regions import cluster, features
 from tests.test_pipeline import stage
 
+pytestmark = pytest.mark.slow  # runs stages 03 and 04 in subprocesses
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:

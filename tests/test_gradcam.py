@@ -121,6 +121,7 @@ print(json.dumps({"backend": keras.backend.backend(), "shape": heat.shape, "max"
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_other_backend_gives_the_same_map(trained, backend, tmp_path):
     if importlib.util.find_spec(backend) is None:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kernels import build
 from lib.common import manifest
 from tests.conftest import ROOT
@@ -18,6 +20,7 @@ def test_metadata_is_what_kaggle_expects() -> None:
     assert meta["enable_gpu"] is True and meta["dataset_sources"] == ["a/b"] and meta["kernel_sources"] == ["me/x"]
 
 
+@pytest.mark.slow
 def test_packed_stage_runs_outside_the_repository(tmp_path: Path) -> None:
     folder = build.build("01_download", tmp_path / "k", "me", ["--source", "phantom", "--n", "4", "--workers", "1"])
     meta = json.loads((folder / "kernel-metadata.json").read_text())
@@ -31,6 +34,7 @@ def test_packed_stage_runs_outside_the_repository(tmp_path: Path) -> None:
     assert (run_dir / "brainmri_src" / "lib" / "common" / "io.py").is_file()
 
 
+@pytest.mark.slow
 def test_unknown_stage_lists_the_known_ones(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(ROOT / "kernels" / "build.py"), "99_nope", "--user", "me",
                              "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
@@ -38,6 +42,7 @@ def test_unknown_stage_lists_the_known_ones(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
+@pytest.mark.slow
 def test_push_without_a_token_says_how_to_get_one(tmp_path: Path) -> None:
     folder = build.build("02_clean", tmp_path / "k", "me", [])
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}

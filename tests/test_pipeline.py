@@ -12,6 +12,8 @@ from lib.common import manifest
 from lib.common.io import read_image, read_mask
 from tests.conftest import ROOT, shared_data
 
+pytestmark = pytest.mark.slow  # runs the numbered stages in subprocesses
+
 
 def stage(script: str, *args: str) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args],

@@ -80,6 +80,7 @@ def labelled(run: Path) -> Path:  # noqa: F811
     return run / "07"
 
 
+@pytest.mark.slow
 def test_truth_prompts_give_masks_that_match_the_phantom_tumours(labelled: Path, run: Path) -> None:  # noqa: F811
     df = manifest.read(labelled)
     tumour = df[(df["status"] == "ok") & (df["label"] == "tumor")]
@@ -95,6 +96,7 @@ def test_truth_prompts_give_masks_that_match_the_phantom_tumours(labelled: Path,
     assert list((labelled / "qc").glob("overlays_*.png")) and (labelled / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_rejections_are_recorded_not_silent(run: Path, tmp_path: Path) -> None:  # noqa: F811
     stage("07_sam_label.py", "--in", str(run / "04"), "--out", str(tmp_path / "07"), "--prompt", "truth",
           "--min-quality", "1.01")
@@ -105,6 +107,7 @@ def test_rejections_are_recorded_not_silent(run: Path, tmp_path: Path) -> None: 
     assert json.loads((tmp_path / "07" / "metrics.json").read_text())["rejection_rate"] == 1.0
 
 
+@pytest.mark.slow
 def test_boxes_from_a_file_and_a_missing_file(run: Path, tmp_path: Path) -> None:  # noqa: F811
     df = manifest.read(run / "04")
     first = df[df["label"] == "tumor"]["id"].iloc[0]
@@ -121,6 +124,7 @@ def test_boxes_from_a_file_and_a_missing_file(run: Path, tmp_path: Path) -> None
     assert done.returncode != 0 and "--boxes" in done.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_an_engine_without_weights_stops_in_one_line(run: Path, tmp_path: Path) -> None:  # noqa: F811
     missing = tmp_path / "no_sam_checkpoint"
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "07_sam_label.py"), "--in", str(run / "04"),
@@ -131,6 +135,7 @@ def test_an_engine_without_weights_stops_in_one_line(run: Path, tmp_path: Path) 
     assert "Traceback" not in done.stderr and not (tmp_path / "07" / "masks").exists()
 
 
+@pytest.mark.slow
 def test_self_training_prompts_come_from_the_segmenters_largest_blob(run: Path, tmp_path: Path) -> None:  # noqa: F811
     """Round 2: each slice's box is the largest blob of the 08 model's mask. The model here is a fixed
     brightness threshold saved as model.keras (training a tiny U-Net that reliably draws takes minutes;

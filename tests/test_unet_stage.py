@@ -7,12 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from lib.common import manifest
 from lib.common.io import read_mask
 from tests.test_enhance_cluster_stages import run  # noqa: F401 - the shared module fixture
 from tests.test_pipeline import stage
 from tests.test_sam_label import labelled  # noqa: F401 - 07 with true-box prompts on that run
+
+pytestmark = pytest.mark.slow  # runs stage 08 in subprocesses
 
 QUICK = ("--image-size", "64", "--epochs", "3", "--batch-size", "4")
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,8 +21,8 @@ per epoch go back in the FoldResult's history for the training-curve plots.
 
 Backend-agnostic Keras 3 (`keras`, `keras.ops`): the same code runs with
 KERAS_BACKEND=tensorflow or torch (or jax where installed). On a torch CPU,
-RandomRotation and RandomZoom are slow in Keras 3.15 (about 0.5 s per batch of
-16 at 96 px each), so a fold takes several times longer than on tensorflow.
+RandomRotation and RandomZoom are slow in Keras 3.15, so a fold takes several
+times longer than on tensorflow (measured: docs/results.md).
 """
 
 from __future__ import annotations

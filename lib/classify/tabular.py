@@ -8,9 +8,9 @@ strengths and gradient boosting, the best validation ROC AUC wins.
 `fusion` averages the probabilities of a features head and an embeddings
 head, each chosen on validation as above. The two see different things
 (hand-measured asymmetry and texture vs. what a medical encoder learned), so
-their errors differ: on navoneel the average beats both (ROC AUC 0.963 vs
-0.952 and 0.943), while one logistic regression on the joined columns does
-not (0.943: the 768 embedding columns drown the 57 features).
+their errors differ: on navoneel the average beats both heads, while one
+logistic regression on the joined columns does not (the 768 embedding
+columns drown the 57 features). Measured: docs/results.md.
 
 `metadata` is a warning, not a model: on the Kaggle set the tumour and
 no-tumour files were made differently (size, format, colour mode), so a

@@ -35,21 +35,17 @@ How, in order (`find`), on a copy WORK_SIZE pixels a side (for speed):
 
 Left-right asymmetry (z minus its mirror image about the domain's better
 principal axis, times how symmetric the slice is) was tried as a feature and
-dropped: tumours score higher on it than other regions (phantom medians 0.74
-and 0.29 SD), but contrast, size and position already say the same. With it
-the held-out hit rate moved by -0.005, the phantoms' by -0.006, and the
-tumour / tumour-free separation on phantoms (AUC 0.822) by +0.001, for 4 ms
-more per slice. Many figshare slices are sagittal, coronal or rotated, where
-no midline helps anyway.
+dropped: tumours do score higher on it than other regions, but contrast, size
+and position already say the same, so it barely moved the hit rate or the
+tumour / tumour-free separation, at a cost in time per slice. Many figshare
+slices are sagittal, coronal or rotated, where no midline helps anyway.
 
 The scorer was fitted (`fit_scorer`, run by `bench/bench_candidates.py --fit`)
 on the 253 phantoms plus the figshare pituitary block (cheng_1121-1320), and
-is measured on the meningioma and glioma blocks, which it never saw.
-Measured (bench/results/candidates.json): the box holds tumour on 81 % of
-held-out meningiomas (mean box IoU 0.66) but only 44 % of gliomas (0.17),
-whose faint, mixed signal loses to facial structures the hull lets in and to
-the ventricles; 70 % over all figshare, 76 % with no score cut. About 15 ms a
-slice.
+is measured on the meningioma and glioma blocks, which it never saw. It finds
+most meningiomas but fewer than half of the gliomas, whose faint, mixed
+signal loses to facial structures the hull lets in and to the ventricles.
+Measured (bench/results/candidates.json): docs/results.md.
 """
 
 from __future__ import annotations

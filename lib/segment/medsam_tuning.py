@@ -9,26 +9,18 @@ so the model gets no hint of where the tumour is. It finds the tumour itself, an
 tells it where the anatomy is, as in its pretraining. AdamW and a cosine learning rate on
 Dice + BCE; early stopping on validation Dice, best weights kept. It sees slices exactly as
 lib.common.medsam prepares them (longest side 256, min-max, padded), with PairedAugment's geometry
-(flip, rotation, zoom, shift) but NOT its brightness, contrast and noise: those cost 0.15-0.18
-test Dice (0.61-0.63 with them, 0.76-0.79 without), because the encoder was pretrained on
-min-max scaled slices and a brightness shift lifts the background it reads as 0.
+(flip, rotation, zoom, shift) but NOT its brightness, contrast and noise: those lower the test
+Dice markedly, because the encoder was pretrained on min-max scaled slices and a brightness shift
+lifts the background it reads as 0.
 
 What learns (TUNE): by default only the encoder's last stage, the neck, the prompt encoder and
-the mask decoder (`tune="top"`, frozen_parts); `tune="all"` trains the whole model. Measured on
-figshare_seg (index-range split, 88 test slices, true masks, flip averaging), one H200 shared
-by 8 runs of 3 min, seeds 0-5: "top" 0.764-0.799 test Dice (mean 0.782; 9 epochs, validation
-0.80-0.86), "all" 0.756-0.788 (mean 0.772; 5 epochs, validation 0.77-0.80); the whole model
-got no better with 7 min = 17 epochs on an H100 (0.776-0.794, earlier). A step of "top" costs
-a third of the whole model's on a CPU (2.0 vs 6.4-6.7 s per slice in float32), where 4 epochs take
-63 min (0.752); bfloat16 (precision "auto" on a CPU with AVX512-BF16) cuts a step 2.3x and
-scores as float32 does (08 --refit, 2 epochs, seed 0: 0.743 vs 0.745, refined 0.742 vs 0.751). With
---refine sam: "top" 0.783-0.809 (mean 0.797), "all" 0.741-0.809 (mean 0.784); the mean of the
-six "top" models' maps 0.793, refined 0.803; of all twelve 0.798, refined 0.813.
-The Keras U-Net from scratch: 0.66-0.68. Gliomas are where it falls short (0.34-0.44 over 13
-slices, meningioma 0.83-0.90): on one patient's dark, non-enhancing tumour (cheng_2317-2320) no
-model averages above 0.17. Tried and not kept: a random gamma (0.7-1.4) after the geometry
-(0.762 / 0.782 "all", 0.766 / 0.780 "top", seeds 0 / 1); frozen encoder BatchNorm statistics
-(whole model, 0.764 vs 0.785); the whole encoder frozen (0.643).
+the mask decoder (`tune="top"`, frozen_parts); `tune="all"` trains the whole model. "top" is the
+default because on figshare it scores as well as the whole model while a step costs about a
+third of the whole model's on a CPU. The GPU runs behind these choices trained in bfloat16;
+on a CPU with AVX512-BF16, bfloat16 (precision "auto") cuts a step more than twice and scores
+as float32 does. Gliomas are where every variant falls short. Tried and not kept: a random
+gamma after the geometry, frozen encoder BatchNorm statistics, the whole encoder frozen.
+Measured: docs/results.md ("Segmentation: LiteMedSAM fine-tuned").
 
 PyTorch, not Keras: the LiteMedSAM encoder is a PyTorch model. CUDA when present, else the
 CPU: fine for tests and a tiny run, too slow for real training (use a Kaggle kernel or a GPU).
@@ -133,7 +125,7 @@ def bf16_native(device: str) -> bool:
 def uses_bf16(precision: str = PRECISION, device: str | None = None) -> bool:
     """Whether a model of this precision runs under bfloat16 autocast on `device` (default: the default device).
 
-    Why "auto" takes bfloat16 wherever it is native: the GPU runs measured in the module docstring
+    Why "auto" takes bfloat16 wherever it is native: the GPU runs in docs/results.md (segmentation)
     trained in it, and on a CPU with AVX512-BF16 a training step takes less than half the float32
     time (bench/bench_medsam_tuning.py). Elsewhere (Kaggle's T4 and P100, older CPUs) it would be
     emulated and slower, so "auto" keeps float32 there.
@@ -246,7 +238,7 @@ class Schedule:
 def frozen_parts(model: HeadPromptedSAM, tune: str) -> list[torch.nn.Module]:
     """The encoder parts that keep their pretrained weights (no gradients, fixed BatchNorm statistics).
 
-    "all": none, the whole model learns (the GPU recipe measured above). "top": all but the
+    "all": none, the whole model learns (the GPU recipe in docs/results.md). "top": all but the
     encoder's last TinyViT stage, so only that stage, the neck, the prompt encoder and the mask
     decoder learn.
     """

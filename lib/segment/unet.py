@@ -2,13 +2,10 @@
 
 Why from scratch: offline there are no pretrained Keras encoders to fetch,
 and they train on a 2-core CPU within make all. A pretrained encoder does
-help on real slices: 08 --architecture litemedsam (lib.segment.medsam_tuning) beat
-these networks by 0.05-0.08 Dice on figshare, but it needs a GPU. Both
-networks have about 150 k weights (width 16) and are built mostly from
-separable convolutions. An epoch of 400 slices at 128 px on a 2-core CPU
-(TensorFlow) takes about 20 s for the U-Net and 8 s for DeepLabV3+ when the
-machine is otherwise idle, two to three times that when another job holds a
-core; width 8 or 96 px slices cut the U-Net to ~14 s.
+help on real slices: 08 --architecture litemedsam (lib.segment.medsam_tuning) beats
+these networks on figshare, but it needs a GPU. Both networks have about
+150 k weights (width 16) and are built mostly from separable convolutions,
+so an epoch takes seconds, not minutes, on a CPU (measured: docs/results.md).
 
 `unet` follows the keras.io Oxford-pets U-Net: a stride-2 entry convolution;
 down blocks of separable convolutions, batch norm and ReLU with a strided 1x1
@@ -45,9 +42,9 @@ in the data pipeline (SliceSequence), on training batches only; validation,
 prediction and the saved model never see it.
 
 Backend-agnostic Keras 3 (`keras`, `keras.ops`): runs with
-KERAS_BACKEND=tensorflow or torch. On a torch CPU, training is ~20x slower
-(depthwise-convolution backward passes): use TensorFlow there, torch on a
-GPU. Models take grey float32 (N, S, S, 1) in 0..1 and give P(tumour) per
+KERAS_BACKEND=tensorflow or torch. On a torch CPU, training is many times
+slower (depthwise-convolution backward passes): use TensorFlow there, torch
+on a GPU. Models take grey float32 (N, S, S, 1) in 0..1 and give P(tumour) per
 pixel, (N, S, S, 1); `predict` resizes back to each slice's own size.
 """
 

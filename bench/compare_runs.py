@@ -103,6 +103,32 @@ def compare_folder(before: Path, after: Path, rtol: float = RTOL) -> dict[str, A
     return result
 
 
+HEADLINES = {  # (folder, path in metrics.json): the numbers a user reads first
+    "06 ROC AUC, each model": ("06_classify_kfold", "models.*.roc_auc"),
+    "07 pseudo-label Dice": ("07_sam_label", "dice_vs_truth.all_tumour_slices_mean"),
+    "08 test Dice (mean)": ("08_unet_train", "test.dice_mean"),
+    "09 ensemble ROC AUC": ("09_ensemble", "ensemble.roc_auc"),
+    "09 ensemble PR AUC": ("09_ensemble", "ensemble.pr_auc"),
+}
+
+
+def _pick(document: Any, path: str) -> Any:
+    for i, key in enumerate(path.split(".")):
+        if key == "*" and isinstance(document, dict):
+            return {name: _pick(value, ".".join(path.split(".")[i + 1:])) for name, value in document.items()}
+        document = document.get(key) if isinstance(document, dict) else None
+    return document
+
+
+def headlines(data: Path) -> dict[str, Any]:
+    """The headline metrics of one run, None where a stage did not run."""
+    found = {}
+    for name, (folder, path) in HEADLINES.items():
+        metrics = data / folder / "metrics.json"
+        found[name] = _pick(json.loads(metrics.read_text()), path) if metrics.is_file() else None
+    return found
+
+
 def compare(before: Path, after: Path, rtol: float = RTOL) -> dict[str, dict[str, Any]]:
     folders = sorted(p.name for p in before.iterdir() if p.is_dir())
     return {name: compare_folder(before / name, after / name, rtol) for name in folders}
@@ -123,8 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in results.items():
         first = next(iter(r["differences"].items()), ("", [""]))
         print(f"{name:<20} {r['compared']:>9} {r['identical']:>10}  {first[0]} {first[1][0]}"[:160])
+    heads = {"before": headlines(args.before), "after": headlines(args.after)}
+    print(f"\n{'headline metric':<26} {'before':>28} {'after':>28}  exactly equal")
+    for name in HEADLINES:
+        a, b = heads["before"][name], heads["after"][name]
+        print(f"{name:<26} {json.dumps(a)[:28]:>28} {json.dumps(b)[:28]:>28}  {a == b}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=1))
+    args.json.write_text(json.dumps({"folders": results, "headlines": heads}, indent=1))
     return 0 if all(not r["differences"] for r in results.values()) else 1
 
 

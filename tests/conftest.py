@@ -14,7 +14,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: runs a stage, a subprocess or a real model (make test-fast leaves it out)")
+    config.addinivalue_line("markers", "slow: runs a stage or a subprocess, or trains a real model for seconds (make test-fast leaves it out)")
 
 
 def shared_data(name: str) -> Path:

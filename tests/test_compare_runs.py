@@ -26,15 +26,18 @@ def _run(root: Path, auc: float, seconds: float, label: str) -> Path:
 def test_runs_that_differ_only_in_timings_compare_equal(tmp_path: Path) -> None:
     before, after = _run(tmp_path / "a", 0.91, 12.0, "no_tumor"), _run(tmp_path / "b", 0.91, 30.5, "no_tumor")
     assert compare_runs.main([str(before), str(after), "--json", str(tmp_path / "r.json")]) == 0
-    assert json.loads((tmp_path / "r.json").read_text())["06_classify_kfold"]["identical"] == 2
+    assert json.loads((tmp_path / "r.json").read_text())["folders"]["06_classify_kfold"]["identical"] == 2
 
 
 def test_a_changed_metric_and_a_changed_cell_are_both_named(tmp_path: Path) -> None:
     before, after = _run(tmp_path / "a", 0.91, 12.0, "no_tumor"), _run(tmp_path / "b", 0.92, 12.0, "tumor")
     assert compare_runs.main([str(before), str(after), "--json", str(tmp_path / "r.json")]) == 1
-    found = json.loads((tmp_path / "r.json").read_text())["06_classify_kfold"]["differences"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    found = report["folders"]["06_classify_kfold"]["differences"]
     assert found["metrics.json"] == [".models.cnn.roc_auc: 0.91 -> 0.92"]
     assert found["manifest.csv"] == ["row 1 label: 'no_tumor' -> 'tumor'"]
+    assert report["headlines"]["before"]["06 ROC AUC, each model"] == {"cnn": 0.91}
+    assert report["headlines"]["after"]["06 ROC AUC, each model"] == {"cnn": 0.92}
 
 
 def test_numbers_equal_to_float32_rounding_compare_equal() -> None:

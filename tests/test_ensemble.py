@@ -90,6 +90,7 @@ def test_nested_oof_never_uses_the_held_out_fold() -> None:
     assert not np.allclose(again.loc[~held, "prob"], oof.loc[~held, "prob"])
 
 
+@pytest.mark.slow
 def test_auc_difference_is_zero_for_identical_models_and_positive_for_a_better_one() -> None:
     m = synthetic_members()
     same = ensemble.auc_difference(m.y, m.prob[:, 0], m.prob[:, 0])

@@ -80,6 +80,7 @@ def test_rebalancing_evens_the_classes() -> None:
         rebalance(x, y, "smote")
 
 
+@pytest.mark.slow
 def test_backbone_with_random_weights_runs_end_to_end(phantom_fold: Fold) -> None:
     """Phantoms, 1 in 3 training images with a tumour, oversampled; an extra set predicted too."""
     keep = np.flatnonzero((phantom_fold.train_y == 0) | (np.arange(40) % 4 == 1))
@@ -96,6 +97,7 @@ def test_backbone_with_random_weights_runs_end_to_end(phantom_fold: Fold) -> Non
     assert (phantom_fold.out_dir / "model.keras").is_file()
 
 
+@pytest.mark.slow
 def test_backbone_fine_tunes_its_top_blocks_in_a_second_phase(phantom_fold: Fold) -> None:
     result = backbones.run_fold(phantom_fold, {"backbone": "efficientnetv2b0", "weights": "none", "image_size": 32,
                                                "epochs": 2, "finetune_epochs": 1})

@@ -60,6 +60,7 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     return model, history, out, images, masks, before
 
 
+@pytest.mark.slow
 def test_fine_tuning_learns_the_phantom_tumours(tuned: tuple) -> None:
     model, history, _, images, masks, before = tuned
     after = _mean_dice(model, images, masks)
@@ -68,6 +69,7 @@ def test_fine_tuning_learns_the_phantom_tumours(tuned: tuple) -> None:
     assert history["learning_rate"][-1] < history["learning_rate"][0]  # cosine schedule
 
 
+@pytest.mark.slow
 def test_saved_weights_give_the_same_masks_at_each_slices_own_size(tuned: tuple) -> None:
     model, _, out, images, _, _ = tuned
     assert (out / "model.pt").is_file() and (out / "history.csv").is_file()
@@ -78,6 +80,7 @@ def test_saved_weights_give_the_same_masks_at_each_slices_own_size(tuned: tuple)
         assert (a == b).mean() > 0.999
 
 
+@pytest.mark.slow
 def test_bfloat16_runs_where_asked_or_native_and_draws_the_float32_masks(tuned: tuple) -> None:
     _, _, out, images, _, _ = tuned
     assert medsam_tuning.uses_bf16("auto", "cpu") == medsam_tuning.bf16_native("cpu")
@@ -119,6 +122,7 @@ def test_tuning_the_top_keeps_the_lower_encoder_stages_as_pretrained() -> None:
         medsam_tuning.frozen_parts(model, "bottom")
 
 
+@pytest.mark.slow
 def test_refit_trains_a_fresh_model_on_every_slice_for_the_epochs_given(tmp_path: Path) -> None:
     _available()
     rng = np.random.default_rng(2)
@@ -136,6 +140,7 @@ def test_refit_trains_a_fresh_model_on_every_slice_for_the_epochs_given(tmp_path
         medsam_tuning.refit(images, masks, epochs=0)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_after_its_last_epoch_and_ends_as_the_uninterrupted_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _available()

@@ -47,6 +47,7 @@ def trained(ellipses: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[k
     return model, history, out
 
 
+@pytest.mark.slow
 def test_unet_learns_ellipses(trained: tuple, ellipses: dict) -> None:
     model, history, out = trained
     assert len(history["loss"]) == len(history["val_dice"]) >= 2
@@ -58,6 +59,7 @@ def test_unet_learns_ellipses(trained: tuple, ellipses: dict) -> None:
     assert (out / "model.keras").is_file() and (out / "history.csv").is_file()
 
 
+@pytest.mark.slow
 def test_predict_returns_masks_at_the_original_size(trained: tuple, ellipses: dict) -> None:
     model = trained[0]
     images = [cv2.resize(image, (70, 90), interpolation=cv2.INTER_LINEAR) for image in ellipses["val"][0][:3]]
@@ -71,6 +73,7 @@ def test_predict_returns_masks_at_the_original_size(trained: tuple, ellipses: di
     assert unet.predict(model, []) == []
 
 
+@pytest.mark.slow
 def test_saved_model_predicts_the_same(trained: tuple, ellipses: dict) -> None:
     model, _, out = trained
     loaded = unet.load(out / "model.keras")
@@ -80,6 +83,7 @@ def test_saved_model_predicts_the_same(trained: tuple, ellipses: dict) -> None:
     assert loaded.loss is not None  # compiled: can be evaluated or fine-tuned
 
 
+@pytest.mark.slow
 def test_deeplabv3plus_trains_and_keeps_the_shape(ellipses: dict) -> None:
     images, masks = ellipses["train"]
     model, history = unet.train(images[:16], masks[:16], *ellipses["val"], architecture="deeplabv3plus",
@@ -89,6 +93,7 @@ def test_deeplabv3plus_trains_and_keeps_the_shape(ellipses: dict) -> None:
     assert [m.shape for m in unet.predict(model, [np.zeros((50, 80), np.uint8)])] == [(50, 80)]
 
 
+@pytest.mark.slow
 def test_a_time_budget_stops_training_after_the_epoch_that_exceeds_it(ellipses: dict) -> None:
     images, masks = ellipses["train"]
     model, history = unet.train(images[:8], masks[:8], *ellipses["val"], image_size=32, width=4, epochs=5,
@@ -111,6 +116,7 @@ class KillAtEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_after_its_last_epoch_and_ends_as_the_uninterrupted_one(
         ellipses: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     data = (*[part[:12] for part in ellipses["train"]], *[part[:4] for part in ellipses["val"]])

@@ -292,7 +292,7 @@ def main() -> int:
         print(f"\nwith lib.regions.cluster labels (k={cluster.DEFAULT_K}) as extra levels: figshare hit "
               f"{clusters['hit_rate']:.3f}, mean IoU {clusters['mean_box_iou']:.3f}")
     except Exception as err:  # lib.regions.cluster is written by someone else and may not work yet
-        print(f"\nlib.cluster labels not measured: {type(err).__name__}: {err}")
+        print(f"\nlib.regions.cluster labels not measured: {type(err).__name__}: {err}")
 
     if args.sheet:
         contact_sheet(figshare, found_fig, args.sheet)

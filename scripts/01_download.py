@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
 
-from lib.acquire import run_download  # noqa: E402
+from lib.acquire import run_download, sources  # noqa: E402
 from lib.common import stage  # noqa: E402
 
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", help="class folder names, e.g. 'yes=tumor,no=no_tumor' (default: common names)")
     p.add_argument("--label", default="tumor", choices=("tumor", "no_tumor", "unknown"),
                    help="label of an images/ + masks/ tree")
-    p.add_argument("--dataset", default=run_download.KAGGLE_DATASET, help="Kaggle data set handle (--source kaggle)")
+    p.add_argument("--dataset", default=sources.KAGGLE_DATASET, help="Kaggle data set handle (--source kaggle)")
     p.add_argument("--n", type=int, default=253, help="number of phantom slices (--source phantom)")
     p.add_argument("--seed", type=int, default=0, help="phantom seed: same seed, same images")
     p.add_argument("--tumor-fraction", type=float, default=run_download.NAVONEEL_TUMOR_FRACTION,
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         run_download.run(args)
-    except run_download.DownloadError as err:
+    except sources.DownloadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib.acquire import run_download
+from lib.acquire import sources
 from lib.common import manifest
 from lib.common.io import write_png
 from tests.conftest import ROOT, shared_data
@@ -114,11 +114,11 @@ def test_custom_class_names(tmp_path: Path) -> None:
 
 
 def test_kaggle_unreachable_fails_fast_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(run_download, "KAGGLE_HOST", ("127.0.0.1", 9))  # nothing listens on discard
+    monkeypatch.setattr(sources, "KAGGLE_HOST", ("127.0.0.1", 9))  # nothing listens on discard
     start = time.monotonic()
-    with pytest.raises(run_download.DownloadError, match="--source folder --path"):
-        run_download.fetch_kaggle()
-    assert time.monotonic() - start < run_download.NETWORK_TIMEOUT_S + 1
+    with pytest.raises(sources.DownloadError, match="--source folder --path"):
+        sources.fetch_kaggle()
+    assert time.monotonic() - start < sources.NETWORK_TIMEOUT_S + 1
 
 
 def _sleep(_: str) -> str:
@@ -129,8 +129,8 @@ def _sleep(_: str) -> str:
 @pytest.mark.slow
 def test_a_hanging_download_is_stopped_by_the_timeout() -> None:
     start = time.monotonic()
-    with pytest.raises(run_download.DownloadError, match="more than 1 s"):
-        run_download._in_subprocess(_sleep, "x", timeout=1)
+    with pytest.raises(sources.DownloadError, match="more than 1 s"):
+        sources._in_subprocess(_sleep, "x", timeout=1)
     assert time.monotonic() - start < 10
 
 
@@ -153,3 +153,27 @@ def test_navoneel_all_files_imported_with_22_exact_groups(tmp_path: Path) -> Non
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["duplicates"]["exact_duplicate_groups"] == 22
     assert metrics["formats"]["PNG"] == 8  # seven lying no/ files plus no/no 9.png
+
+
+def test_ids_are_file_system_safe_and_unique() -> None:
+    rels = [Path("no/no 9.png"), Path("no/no_9.jpg"), Path("images/Y1.jpg"), Path("yes/Y1.JPG")]
+    assert sources.make_ids(rels) == ["no_no_9", "no_no_9-2", "Y1", "yes_Y1"]
+
+
+def test_the_shallowest_class_tree_wins_and_masks_pair_by_name(tmp_path: Path) -> None:
+    for rel in ("yes/a.jpg", "no/b.png", "brain_tumor_dataset/yes/a.jpg", "brain_tumor_dataset/no/b.png"):
+        (tmp_path / "zip" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "zip" / rel).write_bytes(b"x")
+    base, layout = sources.find_layout(tmp_path / "zip", sources.parse_classes(None))
+    assert (base, layout) == (tmp_path / "zip", "classes")
+    for rel in ("seg/images/s1.png", "seg/masks/s1_mask.png", "seg/images/.hidden.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    entries = sources.list_folder(tmp_path / "seg", {}, "tumor")
+    assert [(e["rel"].as_posix(), e["mask"].name) for e in entries] == [("images/s1.png", "s1_mask.png")]
+
+
+def test_class_names_must_map_to_a_known_label() -> None:
+    assert sources.parse_classes("Ja=tumor, nein=no_tumor") == {"ja": "tumor", "nein": "no_tumor"}
+    with pytest.raises(SystemExit, match="label must be tumor, no_tumor or unknown"):
+        sources.parse_classes("ja=maybe")

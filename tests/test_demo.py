@@ -81,7 +81,7 @@ def test_space_layout_has_app_requirements_card_and_bundle(tiny_bundle: Path, tm
     requirements = (space / "requirements.txt").read_text().splitlines()
     assert any(r.startswith("gradio==") for r in requirements) and all("==" in r for r in requirements)
     assert not any(r.startswith(("pytest", "playwright", "kaggle")) for r in requirements)
-    assert (space / "bundle" / "bundle.json").is_file() and (space / "lib" / "predictor.py").is_file()
+    assert (space / "bundle" / "bundle.json").is_file() and (space / "lib" / "deploy" / "predictor.py").is_file()
     result = subprocess.run([sys.executable, "app.py", "--help"], cwd=space, capture_output=True, text=True,
                             timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0 and "--share" in result.stdout, result.stderr[-1000:]

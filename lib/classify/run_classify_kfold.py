@@ -114,7 +114,7 @@ def family_matrix(family: str, rows: pd.DataFrame, folder: Path, args: argparse.
     if family == "medsam_embed":
         column = _image_column(rows, args.images)
         paths = [str(folder / p) for p in rows[column]]
-        return _medsam_embeddings(list(rows["id"]), paths, str(out / "cache" / "medsam_embeddings.npz"))
+        return _medsam_embeddings(list(rows["id"]), paths, out / "cache" / "medsam_embeddings.npz")
     from lib.classify import tabular
 
     return tabular.metadata_matrix(rows)
@@ -128,13 +128,13 @@ def features_table(folder: Path) -> pd.DataFrame:
     return pd.read_csv(path).set_index("id").drop(columns=["label"], errors="ignore")
 
 
-def _medsam_embeddings(ids: list[str], paths: list[str], cache_path: str) -> np.ndarray:
+def _medsam_embeddings(ids: list[str], paths: list[str], cache_path: Path) -> np.ndarray:
     """Pooled LiteMedSAM embeddings of the images at `paths`, through the on-disk cache."""
     from lib.common import medsam
 
     images = [read_image(p).pixels for p in paths]
     hashes = [sha256_file(Path(p)) for p in paths]
-    return medsam.EmbeddingCache(Path(cache_path)).get_or_compute(ids, images, hashes)
+    return medsam.EmbeddingCache(cache_path).get_or_compute(ids, images, hashes)
 
 
 def _external_rows(folder: Path, limit: int | None = None) -> tuple[pd.DataFrame, Path]:

@@ -1,6 +1,8 @@
-"""Shared test set-up: import `lib` from the repository root, find ../shared."""
+"""Shared test set-up: import `lib` from the repository root, find ../shared, keep the checkout clean."""
 
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,31 @@ import lib  # noqa: E402, F401 - before any test imports Keras: orders the frame
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+CACHES = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"}
+STARTED = time.time()
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: runs a stage or a subprocess, or trains a real model for seconds (make test-fast leaves it out)")
+    config.addinivalue_line("markers", "slow: runs a stage or a subprocess, or trains a real model for seconds "
+                                       "(make test-fast leaves it out)")
+
+
+def files_written_since(root: Path, since: float) -> list[str]:
+    """Files under `root` (caches left out) modified after `since`: what a test run wrote into the checkout."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [d for d in subfolders if d not in CACHES]
+        found += [os.path.join(folder, f) for f in files if os.path.getmtime(os.path.join(folder, f)) > since]
+    return sorted(os.path.relpath(f, root) for f in found)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when tests wrote into the checkout: they write under tmp_path only."""
+    written = [f for f in files_written_since(ROOT, STARTED) if not f.endswith((".py", ".md"))]
+    if written:
+        print(f"\nerror: the tests wrote {len(written)} files into the checkout, e.g. {written[:5]}; "
+              "write under tmp_path instead", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def shared_data(name: str) -> Path:

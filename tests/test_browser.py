@@ -4,7 +4,7 @@ Starts `demo/app.py` on a free port with the `tiny_bundle` bundle, opens the
 page, checks the notice, uploads a phantom slice and predicts (verdict, crop
 and mask overlay shown), uploads a file that is not an image (one status
 line, no crash), then predicts again to show the server still serves. Saves a
-screenshot to bench/results/demo_screenshot.png (git-ignored) and tmp.
+screenshot under pytest's tmp_path (its path is printed; `pytest -s` shows it).
 
 Needs Debian's chromium at /usr/bin/chromium (`make test` in CI installs it);
 skips without it. Never runs `playwright install`: no downloads.
@@ -13,20 +13,17 @@ skips without it. Never runs `playwright install`: no downloads.
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 STARTUP_TIMEOUT = 120.0  # seconds: TensorFlow, the bundle's models and LiteMedSAM load first
 WAIT_MS = 60_000  # any one wait in the page
-SCREENSHOT = ROOT / "bench" / "results" / "demo_screenshot.png"
 
 
 # Marks, not a fixture: a skip decided before fixtures run, so a missing browser never builds tiny_bundle.
@@ -114,10 +111,10 @@ def test_demo_in_browser(demo_url: str, slices: dict[str, Path], tmp_path: Path)
             # 1. a phantom slice with a tumour: verdict, crop and mask overlay
             upload(page, slices["good"])
             predict_ok(page)
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(tmp_path / "demo_screenshot.png"), full_page=True)
-            shutil.copyfile(tmp_path / "demo_screenshot.png", SCREENSHOT)
-            assert SCREENSHOT.stat().st_size > 10_000
+            screenshot = tmp_path / "demo_screenshot.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+            assert screenshot.stat().st_size > 10_000
+            print(f"screenshot: {screenshot}")
 
             # 2. a .png holding text: one status line, the verdict cleared
             upload(page, slices["bad"])

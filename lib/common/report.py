@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,18 @@ def contact_sheet(cells: Sequence[np.ndarray], path: Path, columns: int = SHEET_
         sheet[r * h : (r + 1) * h, c * w : (c + 1) * w] = cell
     write_png(path, sheet)
     return path
+
+
+def contact_sheets(rows: Iterable[Any], cells_of: Callable[[Any], list[np.ndarray]], folder: Path,
+                   per_sheet: int, max_sheets: int) -> list[Path]:
+    """folder/contact_NNN.png: the cells of `per_sheet` rows a sheet, for at most `max_sheets` sheets.
+
+    Why capped: a QC sheet is for a look at a sample, and hundreds of sheets would only slow the stage.
+    """
+    rows = list(rows)[: per_sheet * max_sheets]
+    return [contact_sheet([cell for row in rows[start : start + per_sheet] for cell in cells_of(row)],
+                          folder / f"contact_{start // per_sheet:03d}.png")
+            for start in range(0, len(rows), per_sheet)]
 
 
 def table_html(rows: Sequence[Mapping[str, object]]) -> str:

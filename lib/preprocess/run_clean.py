@@ -229,21 +229,18 @@ def _hist_summary(label: str, n: int, hist: np.ndarray, group: pd.DataFrame) -> 
 
 def _contact_sheets(ok: pd.DataFrame, out: Path, qc: Path) -> list[Path]:
     """Pairs of (import with crop box, cleaned crop), SHEET_PAIRS per sheet."""
-    sheets = []
-    rows = list(ok.itertuples())[: SHEET_PAIRS * MAX_SHEETS]
-    for start in range(0, len(rows), SHEET_PAIRS):
-        cells = []
-        for row in rows[start : start + SHEET_PAIRS]:
-            before = read_image(out / row.source_path).pixels
-            before = before.copy() if before.ndim == 3 else cv2.cvtColor(before, cv2.COLOR_GRAY2RGB)
-            x0, y0, x1, y1 = parse_box(row.crop_box)
-            width = max(2, round(max(before.shape[:2]) / 100))
-            cv2.rectangle(before, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), width)
-            cells.append(report.caption(report.thumbnail(before), f"{row.label[:2]} {row.id}"))
-            after = report.thumbnail(read_image(out / row.image_path).pixels)
-            cells.append(report.caption(after, row.flags.replace("white_", "w_"), (255, 128, 0)))
-        sheets.append(report.contact_sheet(cells, qc / f"contact_{start // SHEET_PAIRS:03d}.png"))
-    return sheets
+
+    def cells(row: Any) -> list[np.ndarray]:
+        before = read_image(out / row.source_path).pixels
+        before = before.copy() if before.ndim == 3 else cv2.cvtColor(before, cv2.COLOR_GRAY2RGB)
+        x0, y0, x1, y1 = parse_box(row.crop_box)
+        width = max(2, round(max(before.shape[:2]) / 100))
+        cv2.rectangle(before, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), width)
+        after = report.thumbnail(read_image(out / row.image_path).pixels)
+        return [report.caption(report.thumbnail(before), f"{row.label[:2]} {row.id}"),
+                report.caption(after, row.flags.replace("white_", "w_"), (255, 128, 0))]
+
+    return report.contact_sheets(ok.itertuples(), cells, qc, SHEET_PAIRS, MAX_SHEETS)
 
 
 def _print_summary(out: Path, m: dict[str, Any]) -> None:

@@ -178,17 +178,14 @@ def _histograms(ok: pd.DataFrame, out: Path) -> tuple[dict, dict]:
 
 
 def _contact_sheets(ok: pd.DataFrame, out: Path, qc: Path) -> list[Path]:
-    sheets = []
-    rows = list(ok.itertuples())[: SHEET_PAIRS * MAX_SHEETS]
-    for start in range(0, len(rows), SHEET_PAIRS):
-        cells = []
-        for row in rows[start : start + SHEET_PAIRS]:
-            cells.append(report.caption(report.thumbnail(read_image(out / row.clean_image_path).pixels),
-                                        f"{row.label[:2]} {row.id}"))
-            cells.append(report.caption(report.thumbnail(read_image(out / row.image_path).pixels), "enhanced",
-                                        (255, 128, 0)))
-        sheets.append(report.contact_sheet(cells, qc / f"contact_{start // SHEET_PAIRS:03d}.png"))
-    return sheets
+    """Pairs of (cleaned, enhanced), SHEET_PAIRS per sheet."""
+
+    def cells(row: Any) -> list[np.ndarray]:
+        return [report.caption(report.thumbnail(read_image(out / row.clean_image_path).pixels),
+                               f"{row.label[:2]} {row.id}"),
+                report.caption(report.thumbnail(read_image(out / row.image_path).pixels), "enhanced", (255, 128, 0))]
+
+    return report.contact_sheets(ok.itertuples(), cells, qc, SHEET_PAIRS, MAX_SHEETS)
 
 
 def _print_summary(out: Path, m: dict[str, Any]) -> None:

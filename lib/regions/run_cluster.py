@@ -275,15 +275,13 @@ def write_report(df: pd.DataFrame, out: Path, table: pd.DataFrame, metrics: dict
 
 
 def _contact_sheets(ok: pd.DataFrame, out: Path, qc: Path) -> list[Path]:
-    sheets = []
-    rows = list(ok.itertuples())[: SHEET_ROWS * MAX_SHEETS]
-    for start in range(0, len(rows), SHEET_ROWS):
-        cells = []
-        for row in rows[start : start + SHEET_ROWS]:
-            cells.append(report.caption(_with_boxes(row, out), f"{row.label[:2]} {row.cand_score}"))
-            cells.append(report.thumbnail(read_image(out / row.cluster_path).pixels))
-        sheets.append(report.contact_sheet(cells, qc / f"contact_{start // SHEET_ROWS:03d}.png"))
-    return sheets
+    """Pairs of (slice with candidate and true boxes, region map), SHEET_ROWS per sheet."""
+
+    def cells(row: Any) -> list[np.ndarray]:
+        return [report.caption(_with_boxes(row, out), f"{row.label[:2]} {row.cand_score}"),
+                report.thumbnail(read_image(out / row.cluster_path).pixels)]
+
+    return report.contact_sheets(ok.itertuples(), cells, qc, SHEET_ROWS, MAX_SHEETS)
 
 
 def _with_boxes(row: Any, out: Path) -> np.ndarray:

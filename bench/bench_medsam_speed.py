@@ -39,6 +39,7 @@ from lib.common import manifest, medsam  # noqa: E402
 from lib.common.io import read_image, write_json_atomic  # noqa: E402
 from lib.preprocess import clean  # noqa: E402
 from lib.regions import candidates  # noqa: E402
+from lib.segment.mask_metrics import dice  # noqa: E402
 
 ROUTES = {  # name -> (encoder precision, autocast around it)
     "float32": ("float32", False),
@@ -79,11 +80,6 @@ def real_slices(folder: Path, count: int) -> list[tuple[np.ndarray, np.ndarray]]
         raise SystemExit(f"error: {folder}/images holds no PNG slices; give an images/ + masks/ folder")
     picked = [paths[i] for i in np.linspace(0, len(paths) - 1, min(count, len(paths))).round().astype(int)]
     return [(read_image(path).pixels, read_image(folder / "masks" / path.name).pixels > 127) for path in picked]
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
 
 
 def compare(reference: np.ndarray, maps: np.ndarray, slices: list[tuple[np.ndarray, np.ndarray]]) -> dict:

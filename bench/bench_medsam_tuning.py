@@ -51,7 +51,7 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.json, {"machine": platform.platform(), "cores": os.cpu_count(),
                                   "device": medsam.default_device(),
-                                  "bf16_native": medsam_tuning.bf16_native(medsam.default_device()),
+                                  "bf16_native": medsam.bf16_native(medsam.default_device()),
                                   "batch": args.batch, "rows": rows})
     print(f"wrote {args.json}")
     return 0
@@ -75,7 +75,7 @@ def time_cell(images: list[np.ndarray], masks: list[np.ndarray], tune: str, prec
 
 def print_table(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
     print(f"\nLiteMedSAM fine-tuning on {medsam.default_device()} ({os.cpu_count()} cores), batch {args.batch}, "
-          f"best of {args.repeats}; bfloat16 native here: {medsam_tuning.bf16_native(medsam.default_device())}")
+          f"best of {args.repeats}; bfloat16 native here: {medsam.bf16_native(medsam.default_device())}")
     print(f"{'tune':<5} {'precision':<9} {'step s':>7} {'s/slice':>8} {'speedup':>8} "
           f"{'predict s/slice':>16} {'speedup':>8}")
     for r in rows:

@@ -9,12 +9,11 @@ from lib.acquire import phantom
 from lib.segment import mask_metrics
 
 medsam_tuning = pytest.importorskip("lib.segment.medsam_tuning", reason="needs PyTorch (requirements.txt)")
+medsam = medsam_tuning.medsam  # lib.common.medsam, importable once PyTorch is
 
 
 def _available() -> None:
     try:
-        from lib.common import medsam
-
         medsam.weights_resource()
     except Exception as err:  # noqa: BLE001 - the message says what is missing
         pytest.skip(f"LiteMedSAM weights unavailable: {err}")
@@ -83,7 +82,7 @@ def test_saved_weights_give_the_same_masks_at_each_slices_own_size(tuned: tuple)
 @pytest.mark.slow
 def test_bfloat16_runs_where_asked_or_native_and_draws_the_float32_masks(tuned: tuple) -> None:
     _, _, out, images, _, _ = tuned
-    assert medsam_tuning.uses_bf16("auto", "cpu") == medsam_tuning.bf16_native("cpu")
+    assert medsam_tuning.uses_bf16("auto", "cpu") == medsam.bf16_native("cpu")
     assert not medsam_tuning.uses_bf16("float32") and medsam_tuning.uses_bf16("bfloat16")
     with pytest.raises(ValueError, match="precision must be one of"):
         medsam_tuning.uses_bf16("fp8")

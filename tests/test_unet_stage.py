@@ -97,9 +97,8 @@ def test_fine_tuned_litemedsam_is_an_08_architecture(run: Path, tmp_path: Path) 
     assert metrics["architecture"] == "litemedsam" and metrics["image_size"] == 256 and metrics["tune"] == "top"
     assert metrics["backend"].startswith("torch/") and metrics["epochs_run"] == 1
     from lib.common import medsam
-    from lib.segment import medsam_tuning
 
-    native = medsam_tuning.bf16_native(medsam.default_device())  # --precision auto: bfloat16 where native
+    native = medsam.bf16_native(medsam.default_device())  # --precision auto: bfloat16 where native
     assert metrics["precision"] == ("bfloat16" if native else "float32")
     assert (out / "model.pt").is_file() and not (out / "model.keras").exists()
     per_image = pd.read_csv(out / "per_image.csv")

@@ -24,7 +24,7 @@ from lib.acquire import phantom
 from lib.acquire.sources import DownloadError, fetch_kaggle, list_folder, make_ids, parse_classes
 from lib.common import dedup, manifest
 from lib.common.io import ImageReadError, read_image, to_grey, write_json_atomic
-from lib.common.stage import Progress, error_row, imap, write_lineage
+from lib.common.stage import NOT_SETTINGS, Progress, error_row, imap, write_lineage
 
 # Navoneel's class balance: 155 tumour / 98 no tumour.
 NAVONEEL_TUMOR_FRACTION = 155 / 253
@@ -144,7 +144,7 @@ def run(args: Any) -> dict[str, Any]:
     """Stage 01 from parsed arguments (see scripts/01_download.py)."""
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    options = {k: v for k, v in vars(args).items() if k not in ("out", "force", "workers")}
+    options = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
     progress = Progress(out, args.force, {"stage": "01_download", **options})
     if args.source == "phantom":
         rows = generate_phantoms(out, progress, args.n, args.seed, args.tumor_fraction, args.workers)

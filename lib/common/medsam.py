@@ -179,15 +179,21 @@ def bf16_native(device: str) -> bool:
         return False
 
 
-def encoder_dtype(precision: str | None = None, device: str | None = None) -> torch.dtype:
-    """The dtype the frozen encoder runs in for `precision` (default PRECISION) on `device`."""
-    precision = precision or PRECISION
+def uses_bf16(precision: str, device: str | None = None) -> bool:
+    """Whether `precision` means bfloat16 on `device` (default: the default device): "auto" where it is native.
+
+    One rule for the frozen encoder here and for 08's fine-tuned model (lib.segment.medsam_tuning).
+    """
     if precision not in PRECISIONS:
-        raise ValueError(f"LiteMedSAM precision must be one of {PRECISIONS}, not {precision!r} "
-                         "(check BRAINMRI_MEDSAM_PRECISION)")
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if precision == "auto":
-        return torch.bfloat16 if bf16_native(device or default_device()) else torch.float32
-    return torch.bfloat16 if precision == "bfloat16" else torch.float32
+        return bf16_native(device or default_device())
+    return precision == "bfloat16"
+
+
+def encoder_dtype(precision: str | None = None, device: str | None = None) -> torch.dtype:
+    """The dtype the frozen encoder runs in for `precision` (default PRECISION, set by BRAINMRI_MEDSAM_PRECISION)."""
+    return torch.bfloat16 if uses_bf16(precision or PRECISION, device) else torch.float32
 
 
 def load(device: str | None = None, precision: str | None = None) -> LiteMedSAM:

@@ -44,7 +44,6 @@ from tqdm.auto import tqdm
 from lib.common import medsam
 from lib.common.fingerprint import fingerprint
 from lib.common.io import to_grey
-from lib.common.medsam import bf16_native  # where the frozen encoder decides it too; tests and bench read it here
 from lib.common.torch_checkpoint import TrainingCheckpoint
 from lib.regions.candidates import mask_box
 from lib.segment.paired_augment import PairedAugment
@@ -66,7 +65,7 @@ TUNE = "top"  # what learns by default (frozen_parts): as good as "all" on the G
 # Not rotations: adding the maps of the slice turned by 90 and 270 degrees lowered validation Dice
 # (0.835 -> 0.807 and 0.802 -> 0.779 for two --tune top models on the 2-core CPU; test 0.776 -> 0.755, 0.752 -> 0.739)
 FLIP_AVERAGE = True
-PRECISIONS = ("auto", "float32", "bfloat16")  # see uses_bf16
+PRECISIONS = medsam.PRECISIONS  # see uses_bf16
 PRECISION = "auto"
 
 
@@ -121,11 +120,7 @@ def uses_bf16(precision: str = PRECISION, device: str | None = None) -> bool:
     time (bench/bench_medsam_tuning.py). Elsewhere (Kaggle's T4 and P100, older CPUs) it would be
     emulated and slower, so "auto" keeps float32 there.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-    if precision == "auto":
-        return bf16_native(device or medsam.default_device())
-    return precision == "bfloat16"
+    return medsam.uses_bf16(precision, device)
 
 
 def build(precision: str = PRECISION) -> HeadPromptedSAM:

@@ -111,6 +111,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_predict.py
 	$(PY) bench/bench_demo.py
 	$(PY) bench/bench_medsam_tuning.py
+	$(PY) bench/bench_medsam_speed.py
 
 clean-data:
 	rm -rf $(DATA)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from lib.common import manifest  # noqa: E402
 from lib.common.io import write_json_atomic  # noqa: E402
-from lib.segment import mask_metrics, pseudo_label, run_unet_train, segmenters  # noqa: E402
+from lib.segment import mask_metrics, models, pseudo_label, run_unet_train, segmenters  # noqa: E402
 
 ENSEMBLE = "mean"
 
@@ -103,9 +103,9 @@ def probability_maps(folder: Path, images: list[np.ndarray]) -> list[np.ndarray]
     A folder without metrics.json (08 --refit's search/) is a fine-tuned LiteMedSAM when it holds model.pt."""
     metrics = folder / "metrics.json"
     architecture = (json.loads(metrics.read_text())["architecture"] if metrics.is_file()
-                    else run_unet_train.TUNED if (folder / run_unet_train.model_file(run_unet_train.TUNED)).is_file() else "unet")
-    engine = run_unet_train.engine(architecture)
-    model = engine.load(folder / run_unet_train.model_file(architecture))
+                    else models.TUNED if (folder / models.model_file(models.TUNED)).is_file() else "unet")
+    engine = models.engine(architecture)
+    model = engine.load(folder / models.model_file(architecture))
     return engine.predict_proba(model, images)
 
 

@@ -15,14 +15,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
 
 from lib.common import stage  # noqa: E402
-from lib.segment import run_unet_train  # noqa: E402
+from lib.segment import models, run_unet_train  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = stage.parser("08_unet_train", __doc__.splitlines()[0], previous="07_sam_label")
     p.add_argument("--masks", default="pseudo", choices=run_unet_train.MASK_SOURCES,
                    help="train on 07's SAM pseudo-labels or on the true masks")
-    p.add_argument("--architecture", default="unet", choices=run_unet_train.ARCHITECTURES,
+    p.add_argument("--architecture", default="unet", choices=models.ARCHITECTURES,
                    help="unet or deeplabv3plus (Keras, from scratch) or litemedsam (the pretrained medical SAM "
                         "fine-tuned with the head's box as prompt; PyTorch, needs a GPU for real runs)")
     p.add_argument("--tune", default="top", choices=run_unet_train.TUNE_CHOICES,

@@ -42,7 +42,7 @@ from lib.common import manifest, plots, report, splits
 from lib.common.io import read_image, read_mask, write_json_atomic, write_png
 from lib.common.stage import check_in_dir, write_lineage
 from lib.segment import mask_metrics, pseudo_label
-from lib.segment.models import ARCHITECTURES, TUNED, engine, model_file  # noqa: F401 - re-exported for 08's script
+from lib.segment.models import TUNED, engine
 
 MASK_SOURCES = ("pseudo", "truth")
 TUNE_CHOICES = ("all", "top")  # what of LiteMedSAM learns: lib.segment.medsam_tuning.frozen_parts

@@ -5,10 +5,12 @@
 #   make all N=500                             # a larger phantom set
 #   make all DATA=runs/navoneel DOWNLOAD_ARGS="--source folder --path ../shared/data/navoneel"
 #   make all DATA=runs/kaggle DOWNLOAD_ARGS="--source kaggle"
+#   make all ... EXTRA_MASKS=../shared/data/figshare_seg   # 08 also trains on true masks (make figshare: Kaggle)
 #   make all FORCE=--force                     # redo every item (after a code change)
 #   make demo                                  # serve artifacts/bundle on http://127.0.0.1:7860
 #   make test-fast                             # the tests not marked slow, for the edit loop
 #   make selftrain                             # pseudo-labels round 2: 07 prompted by 08's U-Net, 08 again
+#   make figshare                              # Cheng's figshare slices + true masks from Kaggle (CC BY 4.0)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -29,10 +31,17 @@ CLASSIFY_ARGS ?= --models cnn,features,metadata
 SAM_ARGS      ?= --prompt auto
 UNET_ARGS     ?= --masks pseudo --epochs 15 --patience 5
 ENSEMBLE_ARGS ?=
+# Folders of true masks 08 trains on besides its pseudo-labels (images/ + masks/ or stage folders),
+# and folders it is only scored on; e.g. EXTRA_MASKS=runs/figshare/01_download after `make figshare`.
+EXTRA_MASKS   ?=
+SCORE_ON      ?=
+FIGSHARE      ?= runs/figshare
 BUNDLE        ?= artifacts/bundle
 CHROMIUM      ?= /usr/bin/chromium
 
-.PHONY: all selftrain test test-fast venv bench demo space browser clean-data help
+MASK_SOURCES := $(if $(EXTRA_MASKS),--extra-masks $(EXTRA_MASKS)) $(if $(SCORE_ON),--score-on $(SCORE_ON))
+
+.PHONY: all selftrain figshare test test-fast venv bench demo space browser clean-data help
 .DELETE_ON_ERROR:
 
 all: $(BUNDLE)/bundle.json
@@ -66,7 +75,7 @@ $(DATA)/07_sam_label/manifest.csv: $(DATA)/04_cluster/manifest.csv | $(STAMP)
 	$(PY) scripts/07_sam_label.py --in $(DATA)/04_cluster --out $(DATA)/07_sam_label $(SAM_ARGS) $(FORCE)
 
 $(DATA)/08_unet_train/metrics.json: $(DATA)/07_sam_label/manifest.csv | $(STAMP)
-	$(PY) scripts/08_unet_train.py --in $(DATA)/07_sam_label --out $(DATA)/08_unet_train $(UNET_ARGS)
+	$(PY) scripts/08_unet_train.py --in $(DATA)/07_sam_label --out $(DATA)/08_unet_train $(UNET_ARGS) $(MASK_SOURCES)
 
 $(BUNDLE)/bundle.json: $(DATA)/06_classify_kfold/metrics.json $(DATA)/08_unet_train/metrics.json | $(STAMP)
 	$(PY) scripts/09_ensemble.py --in $(DATA)/06_classify_kfold --unet $(DATA)/08_unet_train \
@@ -80,7 +89,13 @@ $(DATA)/07_round2/manifest.csv: $(DATA)/08_unet_train/metrics.json | $(STAMP)
 		--unet $(DATA)/08_unet_train $(FORCE)
 
 $(DATA)/08_round2/metrics.json: $(DATA)/07_round2/manifest.csv | $(STAMP)
-	$(PY) scripts/08_unet_train.py --in $(DATA)/07_round2 --out $(DATA)/08_round2 $(UNET_ARGS)
+	$(PY) scripts/08_unet_train.py --in $(DATA)/07_round2 --out $(DATA)/08_round2 $(UNET_ARGS) $(MASK_SOURCES)
+
+# Cheng's figshare set (3064 slices with true masks) from Kaggle, for EXTRA_MASKS=$(FIGSHARE)/01_download.
+figshare: $(FIGSHARE)/01_download/manifest.csv
+
+$(FIGSHARE)/01_download/manifest.csv: | $(STAMP)
+	$(PY) scripts/01_download.py --source figshare --out $(FIGSHARE)/01_download
 
 demo: $(STAMP)
 	@test -f $(BUNDLE)/bundle.json || { echo "error: no bundle at $(BUNDLE); run 'make all' first"; exit 1; }
@@ -117,4 +132,4 @@ clean-data:
 	rm -rf $(DATA)
 
 help:
-	@sed -n '1,12p' Makefile
+	@sed -n '1,14p' Makefile

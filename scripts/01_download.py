@@ -7,6 +7,7 @@ size, duplicate group, status) and `metrics.json` (counts and duplicates).
     python scripts/01_download.py --source phantom --n 253 --out data/01_download
     python scripts/01_download.py --source folder --path ../shared/data/navoneel --out runs/navoneel/01_download
     python scripts/01_download.py --source kaggle --out data/01_download
+    python scripts/01_download.py --source figshare --out runs/figshare/01_download   # masks for 08 --extra-masks
 """
 
 import sys
@@ -20,8 +21,9 @@ from lib.common import stage  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = stage.parser("01_download", __doc__.splitlines()[0], previous=None)
-    p.add_argument("--source", choices=("phantom", "folder", "kaggle"), default="phantom",
-                   help="phantom: generate offline; folder: import --path; kaggle: download the navoneel set")
+    p.add_argument("--source", choices=("phantom", "folder", "kaggle", "figshare"), default="phantom",
+                   help="phantom: generate offline; folder: import --path; kaggle: download the navoneel set "
+                        "(or --dataset); figshare: download Cheng's slices with true masks (CC BY 4.0)")
     p.add_argument("--path", type=Path, help="folder to import (--source folder): class folders or images/ + masks/")
     p.add_argument("--classes", help="class folder names, e.g. 'yes=tumor,no=no_tumor' (default: common names)")
     p.add_argument("--label", default="tumor", choices=("tumor", "no_tumor", "unknown"),

@@ -1,12 +1,15 @@
 """Stage 08: train a U-Net, DeepLabV3+ or fine-tuned LiteMedSAM on SAM pseudo-labels or true masks; test vs true masks.
 
-Split by contiguous index ranges (70 % train, 10 % validation, 20 % test per
-block of consecutive indices), early stopping on validation Dice. Writes
+Each source split by its own rule (70 % train, 10 % validation, 20 % test: per
+block of consecutive indices where slices come in patient runs, else by whole
+duplicate groups), early stopping on validation Dice; --extra-masks adds true
+masks to train on, --score-on folders to test on only. Writes
 model.keras (litemedsam: model.pt), history.csv, predictions/ (test part), per_image.csv (Dice, IoU,
 HD95), metrics.json, training.png, overlays_best/worst.png and report.html; with --refit also search/
 (the early-stopped model and its curves).
 
     python scripts/08_unet_train.py --in data/07_sam_label --out data/08_unet_train [--masks pseudo|truth]
+        [--extra-masks ../shared/data/figshare_seg] [--score-on DIR ...] [--leave-out K]
 """
 
 import sys
@@ -53,6 +56,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="train N networks with seeds --seed .. --seed+N-1 (each in seed-<s>/, each resumable) and "
                         "test the mean of their probability maps, each member also scored alone; N times the "
                         "training time")
+    p.add_argument("--extra-masks", nargs="+", type=Path, default=[], metavar="DIR",
+                   help="more slices with true masks to train on: images/ + masks/ trees (cleaned as 02 cleans) or "
+                        "stage folders, each split by its own rule, e.g. ../shared/data/figshare_seg")
+    p.add_argument("--score-on", nargs="+", type=Path, default=[], metavar="DIR",
+                   help="folders of true masks only to test on (never trained on): the score on data from elsewhere")
+    p.add_argument("--leave-out", type=int, default=None, metavar="K",
+                   help="in every source split by index ranges, test on block K of consecutive indices (from 1) "
+                        "and train on the others: figshare's blocks are its tumour types")
+    p.add_argument("--pseudo-weight", type=float, default=1.0, help="loss weight of a slice with a pseudo-label")
+    p.add_argument("--truth-weight", type=float, default=1.0,
+                   help="loss weight of a slice with a true mask (or tumour-free)")
     p.add_argument("--seed", type=int, default=0)
     run_unet_train.run(p.parse_args(argv))
     return 0

@@ -177,3 +177,18 @@ def test_a_killed_run_resumes_after_its_last_epoch_and_ends_as_the_uninterrupted
     epochs_run.clear()
     with pytest.raises(KeyboardInterrupt):  # another seed is another run: afresh, not from epoch 1's checkpoint
         medsam_tuning.train(images, masks, images[:1], masks[:1], out_dir=out, seed=1, **options)
+
+
+def test_slice_weights_scale_each_slices_share_of_the_loss() -> None:
+    import torch
+
+    logits = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    target = (torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    plain = medsam_tuning.dice_bce(logits, target)
+    assert float(medsam_tuning.dice_bce(logits, target, torch.ones(3))) == pytest.approx(float(plain))
+    alone = [float(medsam_tuning.dice_bce(logits[i:i + 1], target[i:i + 1])) for i in range(3)]
+    weighed = float(medsam_tuning.dice_bce(logits, target, torch.tensor([2.0, 0.0, 1.0])))
+    assert weighed == pytest.approx((2 * alone[0] + alone[2]) / 3, rel=1e-5)
+    assert medsam_tuning._weights([1, 1, 1], 3) is None  # all ones: the plain mean, the same checkpoint as before
+    with pytest.raises(ValueError, match="2 weights for 3 slices"):
+        medsam_tuning._weights([1, 2], 3)

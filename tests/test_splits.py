@@ -78,3 +78,34 @@ def test_interleaved_classes_without_runs_still_reach_every_part() -> None:
     part = splits.by_index_ranges(ids)
     for prefix in ("yes_Y", "no_no_"):
         assert {part[i] for i in ids if i.startswith(prefix)} == {"train", "val", "test"}
+
+
+def test_split_rule_tells_patient_runs_from_unordered_numbers() -> None:
+    figshare = [f"cheng_{i:04d}" for i in (*range(121, 321), *range(1121, 1321))]
+    navoneel = [f"yes_Y{i}" if i % 3 else f"no_no_{i}" for i in range(60)]
+    assert splits.split_rule(figshare) == "ranges"
+    assert splits.split_rule(navoneel) == "groups"
+
+
+def test_groups_stay_whole_and_both_labels_reach_every_part() -> None:
+    ids = [f"s{i}" for i in range(100)]
+    groups = [f"g{i // 2}" for i in range(100)]  # pairs of duplicates
+    labels = ["tumor" if i < 60 else "no_tumor" for i in range(100)]
+    part = splits.by_groups(ids, groups, labels)
+    assert all(part[ids[i]] == part[ids[i + 1]] for i in range(0, 100, 2))
+    for label in ("tumor", "no_tumor"):
+        assert {part[i] for i, lab in zip(ids, labels) if lab == label} == set(splits.PARTS)
+    assert splits.by_groups(ids, groups, labels, seed=1) != part  # the seed draws the groups
+
+
+def test_leave_out_holds_one_block_whole_as_the_test_part() -> None:
+    ids = [f"cheng_{i:04d}" for i in (*range(121, 321), *range(1121, 1321), *range(2121, 2321))]
+    labels = ["tumor"] * len(ids)
+    part, rule = splits.segmentation_parts(ids, ids, labels, leave_out=2)
+    assert "cheng_1121-cheng_1320" in rule
+    assert {part[f"cheng_{i:04d}"] for i in range(1121, 1321)} == {"test"}
+    others = [i for i in ids if not "cheng_1121" <= i <= "cheng_1320"]
+    assert {part[i] for i in others} == {"train", "val"}
+    assert sum(part[i] == "val" for i in others) == 2 * 25  # 1/8 of each remaining block
+    with pytest.raises(ValueError, match="give 1 to 3"):
+        splits.segmentation_parts(ids, ids, labels, leave_out=4)

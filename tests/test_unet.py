@@ -207,12 +207,12 @@ def test_dice_and_loss_match_hand_computed_values() -> None:
     soft = (2 * overlap + 1) / (16 + 16 * 0.8 + 48 * 0.2 + 1)
     # cross-entropy: 8 + 40 pixels right with p = 0.8, 8 + 8 pixels wrong with p = 0.2
     bce = (48 * -np.log(0.8) + 16 * -np.log(0.2)) / 64
-    assert float(unet.dice_bce_loss(truth, pred)) == pytest.approx(1 - soft + bce, rel=1e-5)
-    perfect = float(unet.dice_bce_loss(truth, truth))
+    assert float(unet.dice_bce_loss(truth, pred)[0]) == pytest.approx(1 - soft + bce, rel=1e-5)
+    perfect = float(unet.dice_bce_loss(truth, truth)[0])
     assert perfect < 1e-3
-    # averaged over the batch
-    batch = float(unet.dice_bce_loss(np.concatenate([truth, truth]), np.concatenate([pred, truth])))
-    assert batch == pytest.approx((1 - soft + bce + perfect) / 2, rel=1e-5)
+    # one loss per image, which Keras averages over the batch (times each sample weight)
+    batch = np.asarray(unet.dice_bce_loss(np.concatenate([truth, truth]), np.concatenate([pred, truth])))
+    assert batch == pytest.approx([1 - soft + bce, perfect], rel=1e-4, abs=1e-6)
 
 
 def disc_batch(n: int = 6, size: int = 48) -> tuple[np.ndarray, np.ndarray]:
@@ -277,6 +277,14 @@ def test_slice_sequence_resizes_shuffles_and_augments_on_request() -> None:
         np.testing.assert_array_equal(image, original)
     with pytest.raises(ValueError, match="masks"):
         unet.SliceSequence(images, masks[:2])
+    weighed = unet.SliceSequence(images, masks, image_size=32, batch_size=5, shuffle=True, seed=1,
+                                 weights=[1, 2, 3, 4, 5])
+    x, y, w = weighed[0]  # Keras' (x, y, sample_weight): each slice keeps its own weight in any order
+    np.testing.assert_array_equal(w, weighed.order + 1)
+    np.testing.assert_array_equal(x, weighed.x[weighed.order])
+    assert len(unet.SliceSequence(images, masks, image_size=32, weights=[1] * 5)[0]) == 2  # all 1: no weights
+    with pytest.raises(ValueError, match="2 weights"):
+        unet.SliceSequence(images, masks, weights=[1, 2])
 
 
 def test_mask_geometry_survives_the_network_resize_round_trip_exactly() -> None:

@@ -221,3 +221,31 @@ def test_refit_is_refused_for_networks_trained_from_scratch(run: Path, tmp_path:
                              "--refit-epochs", "-1"], capture_output=True, text=True, timeout=600)
     assert result.returncode != 0 and "--refit-epochs -1: give a number of epochs" in result.stderr
     assert not (tmp_path / "08").exists()  # refused before anything was written
+
+
+def test_extra_mask_folders_train_and_score_on_folders_only_test(run: Path, tmp_path: Path) -> None:  # noqa: F811
+    from tests.test_mask_sources import phantom_tree
+
+    extra = phantom_tree(tmp_path / "figshare_like", [*range(1, 13), *range(101, 113)], patient_slices=1)
+    unseen = phantom_tree(tmp_path / "elsewhere", list(range(1, 7)), free=(5, 6))
+    out = tmp_path / "08"
+    done = stage("08_unet_train.py", "--in", str(run / "04"), "--out", str(out), "--masks", "truth", *QUICK,
+                 "--extra-masks", str(extra), "--score-on", str(unseen), "--leave-out", "2", "--truth-weight", "2")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["sources"]) == {"input", "figshare_like", "elsewhere"}
+    assert "cheng_0101-cheng_0112" in metrics["sources"]["figshare_like"]["rule"]
+    assert metrics["sources"]["elsewhere"]["rule"] == "scored only" and metrics["weights"]["truth"] == 2
+    used = pd.read_csv(out / "sources.csv")
+    assert set(used.loc[used["source"] == "elsewhere", "part"]) == {"test"}  # never trained on
+    held = used[(used["source"] == "figshare_like") & (used["id"] >= "cheng_0101")]
+    assert set(held["part"]) == {"test"}  # the left-out block
+    assert metrics["trained_on"] >= int(((used["part"] == "train") & (used["source"] == "figshare_like")).sum())
+    elsewhere = metrics["test_by_source"]["elsewhere"]
+    assert elsewhere["tumour_images"] == 4 and elsewhere["tumour_free_images"] == 2
+    assert set(metrics["test_by_kind"]["figshare_like"]) == {"pituitary"}  # block 2's type, from index.csv
+    per_image = pd.read_csv(out / "per_image.csv")
+    assert (out / "predictions" / "elsewhere" / "cheng_0001.png").is_file()
+    assert len(per_image[per_image["role"] != "score"]) == metrics["test"]["images"]  # pooled: trained sources
+    assert "elsewhere (never trained on)" in done.stdout and "By source" in (out / "report.html").read_text()
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert {"extra_masks_1", "score_on_1"} <= set(lineage["inputs"])

@@ -3,7 +3,9 @@
 Three sources, one result (`raw/` files plus a manifest row per file):
 - kaggle:  the navoneel data set through kagglehub (or the kaggle client);
            fails fast with advice when offline or without credentials.
-- folder:  a local tree of class folders (yes/ no/ ...) or images/ + masks/.
+- folder:  a local tree of class folders (yes/ no/ ...) or images/ + masks/
+           (Cheng's figshare .mat files are turned into such a tree first, lib.acquire.figshare_mat).
+- figshare: Cheng's figshare set of true tumour masks from Kaggle, for 08 --extra-masks.
 - phantom: synthetic slices with true tumour and brain masks (lib.acquire.phantom),
            the offline default, so every stage can run and be scored.
 
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lib.acquire import phantom
+from lib.acquire import figshare_mat, phantom
 from lib.acquire.sources import DownloadError, fetch_kaggle, list_folder, make_ids, parse_classes
 from lib.common import dedup, manifest
 from lib.common.io import ImageReadError, read_image, to_grey, write_json_atomic
@@ -150,12 +152,18 @@ def run(args: Any) -> dict[str, Any]:
         rows = generate_phantoms(out, progress, args.n, args.seed, args.tumor_fraction, args.workers)
         origin = f"phantom seed={args.seed} n={args.n}"
     else:
-        if args.source == "kaggle":
-            root, origin = fetch_kaggle(args.dataset), f"kaggle:{args.dataset}"
+        if args.source in ("kaggle", "figshare"):
+            dataset = figshare_mat.FIGSHARE_DATASET if args.source == "figshare" else args.dataset
+            root, origin = fetch_kaggle(dataset), f"kaggle:{dataset}"
         elif args.path is None:
             raise DownloadError("--source folder needs --path DIR")
         else:
             root, origin = args.path, str(args.path)
+        if figshare_mat.holds_mat(Path(root)):  # Cheng's MATLAB files: an images/ + masks/ tree first
+            try:
+                root = figshare_mat.convert(Path(root), out / "converted")
+            except figshare_mat.MatError as err:
+                raise DownloadError(str(err)) from None
         classes = parse_classes(args.classes)
         rows = import_folder(Path(root), out, progress, classes, args.label, args.workers)
     duplicates = add_duplicate_groups(rows)

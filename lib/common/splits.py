@@ -72,6 +72,7 @@ def fold_pairs(splits: dict[str, Any], repeat: int = 0) -> list[tuple[list[str],
 # --- segmentation: train / validation / test by contiguous index ranges -------------------
 
 PARTS = ("train", "val", "test")
+UNUSED = "unused"  # segmentation_parts with leave_out: a near-duplicate of a held-out slice, in no part
 PART_SHARES = (0.7, 0.1, 0.2)
 MIN_RUN = 10  # shorter runs of consecutive indices are pooled per prefix (see index_blocks)
 _TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)\D*$")
@@ -130,8 +131,80 @@ def by_index_ranges(ids: list[str], groups: list[str] | None = None,
 
 
 def _part_counts(n: int, shares: tuple[float, float, float]) -> list[int]:
-    """Sizes of train, val, test for a block of n: rounded shares, at least one val and test from n = 3."""
+    """Sizes of train, val, test for a block of n: rounded shares, at least one val and test from n = 3
+    (none where a share is 0)."""
     total = sum(shares)
-    val = max(1, round(n * shares[1] / total)) if n >= 3 else 0
-    test = max(1, round(n * shares[2] / total)) if n >= 3 else 0
+    val = max(1, round(n * shares[1] / total)) if n >= 3 and shares[1] else 0
+    test = max(1, round(n * shares[2] / total)) if n >= 3 and shares[2] else 0
     return [n - val - test, val, test]
+
+
+RULES = ("ranges", "groups")
+
+
+def split_rule(ids: list[str], min_run: int = MIN_RUN) -> str:
+    """"ranges" where most slices sit in long runs of consecutive indices (figshare: a patient is a
+    run), else "groups" (navoneel, phantoms: numbers that carry no patient, duplicates grouped)."""
+    in_runs = sum(len(block) for block in index_blocks(ids, min_run) if _is_run(block))
+    return "ranges" if in_runs * 2 >= len(ids) > 0 else "groups"
+
+
+def _is_run(block: list[str]) -> bool:
+    """Whether a block of index_blocks is one run of consecutive numbers (not a pool of short runs)."""
+    numbers = [_index_key(item_id)[1] for item_id in block]
+    return len(block) >= MIN_RUN and numbers == list(range(numbers[0], numbers[0] + len(block)))
+
+
+def by_groups(ids: list[str], groups: list[str], labels: list[str], shares: tuple[float, float, float] = PART_SHARES,
+              seed: int = SEED) -> dict[str, str]:
+    """{id: part}: whole groups (duplicates, a patient) drawn at random per label, cut by `shares`.
+
+    Why per label: tumour and tumour-free slices both reach every part, as by_index_ranges keeps every
+    tumour type in every part. A group takes the label of its first member."""
+    label_of: dict[str, str] = {}
+    members: dict[str, list[str]] = {}
+    for item_id, group, label in zip(ids, groups, labels):
+        label_of.setdefault(group, label)
+        members.setdefault(group, []).append(item_id)
+    part_of: dict[str, str] = {}
+    rng = np.random.default_rng(seed)
+    for label in sorted(set(label_of.values())):
+        chosen = sorted(g for g, lab in label_of.items() if lab == label)
+        order = [chosen[i] for i in rng.permutation(len(chosen))]
+        for group, name in zip(order, np.repeat(PARTS, _part_counts(len(order), shares))):
+            part_of.update(dict.fromkeys(members[group], str(name)))
+    return part_of
+
+
+def segmentation_parts(ids: list[str], groups: list[str], labels: list[str], leave_out: int | None = None,
+                       shares: tuple[float, float, float] = PART_SHARES) -> tuple[dict[str, str], str]:
+    """({id: part}, the rule used) for one source of mask-labelled slices, by its own rule (split_rule).
+
+    `leave_out` k (from 1) holds out the k-th block of consecutive indices of a "ranges" source whole as
+    the test part, and cuts the other blocks into training and validation: a score on a range the
+    network never saw (figshare's blocks are tumour types); slices elsewhere in a duplicate group of a
+    held-out slice are UNUSED rather than trained on. A "groups" source ignores it."""
+    rule = split_rule(ids)
+    if rule == "groups":
+        return by_groups(ids, groups, labels, shares), rule
+    if not leave_out:
+        return by_index_ranges(ids, groups, shares), rule
+    blocks = [block for block in index_blocks(ids) if _is_run(block)]
+    if not 1 <= leave_out <= len(blocks):
+        raise ValueError(f"leave-out block {leave_out}: this source has {len(blocks)} blocks of consecutive "
+                         f"indices; give 1 to {len(blocks)}")
+    held = set(blocks[leave_out - 1])
+    group_of = dict(zip(ids, groups))
+    held_groups = {group_of[item_id] for item_id in held}
+    rest = [item_id for item_id in ids if item_id not in held]
+    kept = [item_id for item_id in rest if group_of[item_id] not in held_groups]
+    part_of = (dict.fromkeys(rest, UNUSED) | by_index_ranges(kept, [group_of[i] for i in kept], (*shares[:2], 0.0))
+               | dict.fromkeys(held, "test"))
+    unused = len(rest) - len(kept)
+    return part_of, (f"ranges, block {leave_out} ({block_name(blocks[leave_out - 1])}) left out"
+                     + (f"; {unused} near-duplicates of its slices unused" if unused else ""))
+
+
+def block_name(block: list[str]) -> str:
+    """A block of consecutive indices as people name it: "cheng_0121-cheng_0320"."""
+    return f"{block[0]}-{block[-1]}"

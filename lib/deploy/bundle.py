@@ -220,6 +220,7 @@ def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
                   f"median {seg_test.get('dice_median', float('nan')):.3f}, "
                   f"missed tumours {seg_test.get('missed', '?')}, masks on tumour-free slices "
                   f"{seg_test.get('false_positive_images', '?')}."]
+    lines += _segmenter_sources(seg)
     lines += [
         "",
         "## Known limits",
@@ -235,6 +236,22 @@ def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
         f"Built {settings['created']} with {', '.join(f'{k} {v}' for k, v in settings['versions'].items())}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _segmenter_sources(seg: dict[str, Any]) -> list[str]:
+    """With more than one source of masks (08 --extra-masks, --score-on): the segmenter's numbers per source,
+    those it never trained on marked, since they are the ones that say how it holds elsewhere."""
+    by_source = seg.get("test_by_source") or {}
+    if len(by_source) < 2:
+        return []
+    lines = ["", "| segmentation source | split | tumour slices | Dice mean | missed | masks on tumour-free |",
+             "|---|---|---|---|---|---|"]
+    for name, t in by_source.items():
+        rule = (seg.get("sources") or {}).get(name, "")
+        dice = "-" if t.get("dice_mean") is None else f"{t['dice_mean']:.3f} {interval_text(t.get('dice_ci'))}"
+        lines.append(f"| {name} | {'never trained on' if rule == 'scored only' else rule} | {t.get('tumour_images')} "
+                     f"| {dice} | {t.get('missed')} | {t.get('false_positive_images')}/{t.get('tumour_free_images')} |")
+    return lines
 
 
 def _combination(chosen: dict[str, Any]) -> str:

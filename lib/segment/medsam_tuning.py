@@ -142,12 +142,15 @@ def load(path: Path | str, precision: str = PRECISION) -> HeadPromptedSAM:
 # --- training --------------------------------------------------------------------
 
 
-def dice_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Soft Dice per slice (smoothed by 1, as lib.segment.unet.dice_bce_loss) plus binary cross-entropy."""
+def dice_bce(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft Dice per slice (smoothed by 1, as lib.segment.unet.dice_bce_loss) plus binary cross-entropy,
+    each slice's loss times its weight (08 --pseudo-weight / --truth-weight), averaged over the batch."""
     prob = torch.sigmoid(logits)
     inter = (prob * target).sum((1, 2, 3))
     total = prob.sum((1, 2, 3)) + target.sum((1, 2, 3))
-    return F.binary_cross_entropy_with_logits(logits, target) + (1 - (2 * inter + 1) / (total + 1)).mean()
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((1, 2, 3))
+    per_slice = bce + 1 - (2 * inter + 1) / (total + 1)
+    return (per_slice * weights).mean() if weights is not None else per_slice.mean()
 
 
 def hard_dice(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -221,6 +224,16 @@ class Schedule:
         self.step, self.start = int(step), time.perf_counter() - float(elapsed)
 
 
+def _weights(weights: Sequence[float] | None, n: int) -> np.ndarray | None:
+    """Per-slice loss weights as float32, or None where there are none or all are 1 (the plain mean, as before)."""
+    if weights is None:
+        return None
+    array = np.asarray(weights, np.float32)
+    if len(array) != n:
+        raise ValueError(f"{len(array)} weights for {n} slices")
+    return None if np.all(array == 1) else array
+
+
 def frozen_parts(model: HeadPromptedSAM, tune: str) -> list[torch.nn.Module]:
     """The encoder parts that keep their pretrained weights (no gradients, fixed BatchNorm statistics).
 
@@ -240,9 +253,11 @@ class _Run:
     """What train and refit share: framed slices, a fresh model with its frozen parts, AdamW and the schedule."""
 
     def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], epochs: int, batch_size: int,
-                 seed: int, learning_rate: float, minutes: float | None, tune: str, precision: str) -> None:
+                 seed: int, learning_rate: float, minutes: float | None, tune: str, precision: str,
+                 weights: Sequence[float] | None = None) -> None:
         torch.manual_seed(seed)
         self.x, self.y = frame_images(images)[..., None], frame_masks(masks)[..., None]
+        self.weights = _weights(weights, len(self.x))
         self.model, self.batch_size = build(precision), batch_size
         self.frozen = frozen_parts(self.model, tune)
         for part in self.frozen:
@@ -257,7 +272,8 @@ class _Run:
     def checkpoint(self, folder: Path | None, fresh: bool, *validation: np.ndarray,
                    **options: object) -> TrainingCheckpoint:
         """This run's checkpoint in `folder`: its identity is the options and the slices (and validation slices)."""
-        identity = {**self.options, **options, "slices": fingerprint(self.x, self.y, *validation)}
+        weighed = () if self.weights is None else (self.weights,)
+        identity = {**self.options, **options, "slices": fingerprint(self.x, self.y, *weighed, *validation)}
         return TrainingCheckpoint(folder, identity, fresh)
 
     def state(self) -> dict[str, object]:
@@ -290,7 +306,8 @@ class _Run:
             frames, masks = self.augment.geometry(self.x[rows], self.y[rows])
             target = _tensor(masks[..., 0])
             logits = _logits(self.model, frames[..., 0])
-            loss = dice_bce(logits, target)
+            weights = None if self.weights is None else torch.as_tensor(self.weights[rows]).to(target.device)
+            loss = dice_bce(logits, target, weights)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -308,12 +325,13 @@ def train(train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
           batch_size: int = BATCH_SIZE, patience: int = PATIENCE, out_dir: Path | None = None, seed: int = 0,
           *, learning_rate: float = LEARNING_RATE, minutes: float | None = None,
           warmup_epochs: int = WARMUP_EPOCHS, tune: str = TUNE, precision: str = PRECISION,
-          fresh: bool = False) -> tuple[HeadPromptedSAM, dict[str, list[float]]]:
+          fresh: bool = False, weights: Sequence[float] | None = None) -> tuple[HeadPromptedSAM, dict[str, list[float]]]:
     """Fine-tune LiteMedSAM; (the model with its best-validation-Dice weights, the curves per epoch).
 
     Same contract as lib.segment.unet.train: early stopping watches val_dice from `warmup_epochs` on,
     `minutes` caps the wall time, and with out_dir: out_dir/model.pt and out_dir/history.csv.
-    `tune` ("all" or "top", see frozen_parts) says which parts learn; `precision` see uses_bf16.
+    `tune` ("all" or "top", see frozen_parts) says which parts learn; `precision` see uses_bf16;
+    `weights` (one per training slice) weigh each slice's loss (dice_bce).
     With out_dir, out_dir/checkpoint.pt is written after every epoch (lib.common.torch_checkpoint): a
     rerun with the same options and slices resumes after the last finished epoch and draws what
     the uninterrupted run would have; once finished it returns the saved model at once. `fresh`
@@ -321,7 +339,7 @@ def train(train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
     """
     if len(train_images) == 0 or len(val_images) == 0:
         raise ValueError("train needs at least one training and one validation slice")
-    run = _Run(train_images, train_masks, epochs, batch_size, seed, learning_rate, minutes, tune, precision)
+    run = _Run(train_images, train_masks, epochs, batch_size, seed, learning_rate, minutes, tune, precision, weights)
     x_val, y_val = frame_images(val_images), frame_masks(val_masks)
     checkpoint = run.checkpoint(out_dir, fresh, x_val, y_val, patience=patience, warmup_epochs=warmup_epochs)
     saved = checkpoint.load()
@@ -367,7 +385,7 @@ def _finished(saved: dict | None, out_dir: Path | None) -> bool:
 def refit(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], epochs: int, batch_size: int = BATCH_SIZE,
           out_dir: Path | None = None, seed: int = 0, *, learning_rate: float = LEARNING_RATE,
           minutes: float | None = None, tune: str = TUNE, precision: str = PRECISION,
-          fresh: bool = False) -> tuple[HeadPromptedSAM, dict[str, list[float]]]:
+          fresh: bool = False, weights: Sequence[float] | None = None) -> tuple[HeadPromptedSAM, dict[str, list[float]]]:
     """Fine-tune afresh on every labelled slice for a fixed number of epochs; (the last weights, the curves).
 
     Why: early stopping needs validation slices the model never learns from, but once `train`
@@ -384,7 +402,7 @@ def refit(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], epochs: int
     """
     if len(images) == 0 or int(epochs) < 1:
         raise ValueError("refit needs at least one slice and one epoch")
-    run = _Run(images, masks, epochs, batch_size, seed, learning_rate, minutes, tune, precision)
+    run = _Run(images, masks, epochs, batch_size, seed, learning_rate, minutes, tune, precision, weights)
     checkpoint = run.checkpoint(out_dir, fresh, refit=True)
     saved = checkpoint.load()
     if _finished(saved, out_dir):

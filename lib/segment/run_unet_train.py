@@ -1,16 +1,24 @@
 """Stage 08: a segmentation network trained on pseudo-labels (07) or true masks, tested against true masks.
 
-1. Split by contiguous index ranges (lib.common.splits.by_index_ranges: train,
-   validation, test), never at random: neighbouring slices of one patient
-   stay on one side.
+1. Sources: the input folder, plus every `--extra-masks` folder of true masks
+   (lib.segment.mask_sources: images/ + masks/ trees are cleaned as 02 cleans).
+   Each is split by its own rule (lib.common.splits.segmentation_parts): contiguous
+   index ranges where slices come in patient runs (figshare), never at random, so
+   neighbouring slices of one patient stay on one side; whole duplicate groups
+   drawn per label elsewhere (navoneel, phantoms). `--leave-out K` holds out
+   block K of a ranged source whole as its test part. `--score-on` folders are
+   only tested on, never trained on: the score on data from elsewhere.
 2. Training targets: `--masks pseudo` = 07's accepted SAM masks (tumour
    slices whose label was rejected or never prompted are left out),
-   `--masks truth` = the manifest's true masks. Tumour-free slices train
-   with an empty mask either way, so the network also learns to say "none".
+   `--masks truth` = the manifest's true masks; extra sources always give true
+   masks. `--pseudo-weight` and `--truth-weight` weigh each slice's loss by
+   its kind of target. Tumour-free slices train with an empty mask (true-mask
+   weight), so the network also learns to say "none".
 3. The validation part (same kind of masks as training: an honest pseudo-label
    run never sees a true mask) drives early stopping on Dice.
-4. The test part is scored against TRUE masks: Dice, IoU, HD95 per slice,
-   plus detection terms (a mask on a tumour-free slice is a false positive).
+4. The test parts are scored against TRUE masks: Dice, IoU, HD95 per slice,
+   plus detection terms (a mask on a tumour-free slice is a false positive),
+   pooled and per source (metrics.json: test, test_by_source, test_by_kind, external).
 The network: lib.segment.unet's Keras U-Net or DeepLabV3+ from scratch, or
 `litemedsam`, the pretrained LiteMedSAM fine-tuned (lib.segment.medsam_tuning, PyTorch).
 With `--refit` (litemedsam), a fresh model then trains on training + validation slices for the
@@ -20,7 +28,8 @@ Training checkpoints every epoch (litemedsam: checkpoint.pt, Keras: checkpoint/)
 --force starts afresh. With `--ensemble N`, N networks train with seeds seed .. seed+N-1, each in
 its own folder (seed-<s>/), and the test part is scored with the mean of their probability maps,
 each member also scored alone (a seed ensemble: the best segmentation results came from one).
-Outputs: model.keras (litemedsam: model.pt), history.csv, predictions/<id>.png for the test part,
+Outputs: model.keras (litemedsam: model.pt), history.csv, predictions/<id>.png for the test part
+(another source's: predictions/<source>/<id>.png), sources.csv (every slice's source and part),
 per_image.csv, metrics.json, training curves, best/worst overlays, report.html.
 """
 
@@ -40,8 +49,8 @@ from tqdm.auto import tqdm
 
 from lib.common import manifest, plots, report, splits
 from lib.common.io import read_image, read_mask, write_json_atomic, write_png
-from lib.common.stage import check_in_dir, write_lineage
-from lib.segment import mask_metrics, pseudo_label
+from lib.common.stage import check_in_dir, read_lineage, settings_of, write_lineage
+from lib.segment import mask_metrics, mask_sources, pseudo_label
 from lib.segment.models import TUNED, engine
 
 MASK_SOURCES = ("pseudo", "truth")
@@ -56,21 +65,17 @@ TRAINING_KEYS = ("epochs_run", "best_epoch", "best_val_dice", "refit")  # metric
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Stage 08 from parsed arguments (see scripts/08_unet_train.py)."""
     out: Path = args.out
-    if (args.refit or args.refit_epochs) and args.architecture != TUNED:
-        option = "--refit" if args.refit else "--refit-epochs"
-        raise SystemExit(f"error: {option} is for --architecture {TUNED}; {args.architecture} has early stopping only")
-    if args.refit_epochs < 0:
-        raise SystemExit(f"error: --refit-epochs {args.refit_epochs}: give a number of epochs, or 0 for none")
-    if args.ensemble < 1:
-        raise SystemExit(f"error: --ensemble {args.ensemble}: give the number of networks to train, 1 or more")
+    check_options(args)
     df = check_in_dir(args.in_dir, out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = with_parts(manifest.rebase(df, args.in_dir, out))
+    rows, rules = all_sources(df, args)
+    rows.drop(columns=["image"], errors="ignore").to_csv(out / "sources.csv", index=False)
     sam = _refiner(args.refine)  # before fit: a missing LiteMedSAM stops the run before hours of training
-    data = {name: training_pairs(rows[rows["part"] == name], out, args.masks) for name in ("train", "val")}
-    if not data["train"][0] or not data["val"][0]:
+    trained = rows[rows["role"] != "score"]
+    data = {name: training_pairs(trained[trained["part"] == name], out) for name in ("train", "val")}
+    if not data["train"].images or not data["val"].images:
         raise SystemExit(f"error: {args.in_dir}: no usable training or validation slices for --masks {args.masks} "
-                         f"(train {len(data['train'][0])}, validation {len(data['val'][0])})")
+                         f"(train {len(data['train'].images)}, validation {len(data['val'].images)})")
     start = time.perf_counter()
     fitted = fit_ensemble(args, data, out) if args.ensemble > 1 else fit(args, data, out)
     train_seconds = time.perf_counter() - start
@@ -80,40 +85,124 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     unscored = predict_unscored(fitted, test, out, sam)
     if len(unscored):
         unscored.to_csv(out / "unscored.csv", index=False)
-    metrics = summarise(per_image, unscored, rows, data, args, fitted, train_seconds)
+    metrics = summarise(per_image, unscored, rows, data, args, fitted, train_seconds) | {"sources": rules}
     write_json_atomic(out / "metrics.json", metrics)
-    write_lineage(out, "08_unet_train", args, {"in": args.in_dir})
+    extras = {f"extra_masks_{i + 1}": Path(p) for i, p in enumerate(args.extra_masks)}
+    scored_on = {f"score_on_{i + 1}": Path(p) for i, p in enumerate(args.score_on)}
+    write_lineage(out, "08_unet_train", args, {"in": args.in_dir, **extras, **scored_on})
     write_report(out, per_image, metrics, fitted, unscored)
     _print_summary(out, metrics)
     return metrics
 
 
-def with_parts(rows: pd.DataFrame) -> pd.DataFrame:
-    """The usable slices (read, labelled), each with its part: train, val or test by contiguous index ranges."""
+def check_options(args: argparse.Namespace) -> None:
+    """One-line errors for option combinations that cannot work, before anything is read or trained."""
+    if (args.refit or args.refit_epochs) and args.architecture != TUNED:
+        option = "--refit" if args.refit else "--refit-epochs"
+        raise SystemExit(f"error: {option} is for --architecture {TUNED}; {args.architecture} has early stopping only")
+    if args.refit_epochs < 0:
+        raise SystemExit(f"error: --refit-epochs {args.refit_epochs}: give a number of epochs, or 0 for none")
+    if args.ensemble < 1:
+        raise SystemExit(f"error: --ensemble {args.ensemble}: give the number of networks to train, 1 or more")
+    if min(args.pseudo_weight, args.truth_weight) < 0 or max(args.pseudo_weight, args.truth_weight) == 0:
+        raise SystemExit(f"error: --pseudo-weight {args.pseudo_weight} --truth-weight {args.truth_weight}: "
+                         "weights are 0 or more, and one of them above 0")
+    for folder in [*args.extra_masks, *args.score_on]:
+        if not Path(folder).is_dir():
+            raise SystemExit(f"error: {folder}: no such folder; give a stage folder or an images/ + masks/ tree")
+
+
+def all_sources(df: pd.DataFrame, args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Every slice 08 uses, one row each, with its source, role (input, extra, score), part, target and
+    weight; and per source its split rule and counts (metrics.json: sources)."""
+    out: Path = args.out
+    inputs, rule = with_parts(manifest.rebase(df, args.in_dir, out), args.leave_out)
+    frames, rules = [inputs.assign(source=INPUT, role="input")], {INPUT: _rule(inputs, str(args.in_dir), rule)}
+    size, skull_strip = _clean_settings(inputs, out, args.in_dir)
+    roles = [("extra", folder) for folder in args.extra_masks] + [("score", folder) for folder in args.score_on]
+    for role, folder in roles:
+        name = mask_sources.source_name(Path(folder), set(rules))
+        try:
+            rows = mask_sources.load(Path(folder), name, out / mask_sources.PREPARED, size, skull_strip)
+            rows, rule = (mask_sources.with_parts(rows, args.leave_out) if role == "extra"
+                          else (rows.assign(part="test"), "scored only"))
+        except (mask_sources.MaskSourceError, ValueError) as err:
+            raise SystemExit(f"error: {'--extra-masks' if role == 'extra' else '--score-on'} {folder}: {err}") \
+                from None
+        frames.append(rows.assign(role=role))
+        rules[name] = _rule(rows, str(folder), rule)
+    rows = pd.concat(frames, ignore_index=True).fillna("")
+    rows["target"] = [_target_kind(r, args.masks) for r in rows.to_dict("records")]
+    rows["weight"] = [args.pseudo_weight if t == "pseudo" else args.truth_weight for t in rows["target"]]
+    return rows, rules
+
+
+INPUT = "input"  # the source name of 08's own input folder
+
+
+def _rule(rows: pd.DataFrame, folder: str, rule: str) -> dict[str, Any]:
+    """How a source was split, for metrics.json: its folder, rule and slices per part."""
+    parts = rows["part"].value_counts()
+    return {"folder": folder, "rule": rule,
+            **{name: int(parts.get(name, 0)) for name in splits.PARTS}}
+
+
+def _clean_settings(inputs: pd.DataFrame, out: Path, in_dir: Path) -> tuple[int, bool]:
+    """02's crop size and skull stripping of the input, which raw extra sources are cleaned with."""
+    cleaned = settings_of(read_lineage(in_dir), "02_clean") or {}
+    if "size" in cleaned:
+        return int(cleaned["size"]), bool(cleaned.get("skull_strip", False))
+    first = read_image(out / manifest.slice_path(inputs.iloc[0])).pixels if len(inputs) else None
+    return (int(first.shape[0]) if first is not None else 256), False
+
+
+def with_parts(rows: pd.DataFrame, leave_out: int | None = None) -> tuple[pd.DataFrame, str]:
+    """The usable slices (read, labelled), each with its part by its source's rule (mask_sources.with_parts),
+    and the rule."""
     rows = rows[(rows["status"] == "ok") & rows["label"].isin(["tumor", "no_tumor"])].reset_index(drop=True)
-    part = splits.by_index_ranges(list(rows["id"]), list(rows.get("dup_group", rows["id"])))
-    return rows.assign(part=rows["id"].map(part))
+    group = rows["dup_group"] if "dup_group" in rows else rows["id"]
+    return mask_sources.with_parts(rows.assign(group=group, kind=rows.get("kind", "")), leave_out)
 
 
-def training_pairs(rows: pd.DataFrame, out: Path, masks: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(images, masks) for training or validation; tumour slices without a target mask are left out."""
-    images, targets = [], []
+def _target_kind(row: dict[str, Any], masks: str) -> str:
+    """What a slice trains towards: "empty" (tumour-free), "truth" (a true mask) or "pseudo" (07's)."""
+    if row["label"] == "no_tumor":
+        return "empty"
+    return masks if row["role"] == "input" else "truth"
+
+
+class Pairs(NamedTuple):
+    """Training or validation slices: images, their target masks and each one's loss weight."""
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    weights: list[float]
+
+
+def training_pairs(rows: pd.DataFrame, out: Path) -> Pairs:
+    """Slices with their targets and weights; tumour slices without a target mask are left out."""
+    images, targets, weights = [], [], []
     for row in rows.to_dict("records"):
         image = read_image(out / manifest.slice_path(row)).pixels
-        target = _target(row, out, masks, image.shape[:2])
+        target = _target(row, out, image.shape[:2])
         if target is not None:
             images.append(image)
             targets.append(target)
-    return images, targets
+            weights.append(float(row["weight"]))
+    return Pairs(images, targets, weights)
 
 
-def _target(row: dict[str, Any], out: Path, masks: str, shape: tuple[int, int]) -> np.ndarray | None:
-    if row["label"] == "no_tumor":
+def _target(row: dict[str, Any], out: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    if row["target"] == "empty":
         return np.zeros(shape, bool)
-    path = row.get("pred_mask_path", "") if masks == "pseudo" else row.get("mask_path", "")
-    if masks == "truth" and not path:
+    path = row.get("pred_mask_path", "") if row["target"] == "pseudo" else row.get("mask_path", "")
+    if row["target"] == "truth" and not path:
         raise SystemExit(f"error: --masks truth needs true masks; {row['id']} has none (use --masks pseudo)")
-    return read_mask(out / path) if path else None
+    mask = read_mask(out / path) if path else None
+    if mask is not None and mask.shape != shape:
+        raise SystemExit(f"error: {row['id']}: its mask {path} is {mask.shape[1]}x{mask.shape[0]}, its slice "
+                         f"{shape[1]}x{shape[0]}; give masks of the slices' size")
+    return mask
 
 
 class Fitted(NamedTuple):
@@ -136,7 +225,7 @@ class Fitted(NamedTuple):
         return len(self.history.get("loss", [])) + len((self.refit or {}).get("loss", []))
 
 
-def fit(args: argparse.Namespace, data: dict[str, tuple[list, list]], out: Path) -> Fitted:
+def fit(args: argparse.Namespace, data: dict[str, Pairs], out: Path) -> Fitted:
     """Train the chosen network; with --refit (litemedsam), train it again on training + validation slices.
 
     With --refit-epochs only that second model trains, for the epochs given."""
@@ -151,20 +240,22 @@ def fit(args: argparse.Namespace, data: dict[str, tuple[list, list]], out: Path)
         common |= {"tune": args.tune, "precision": args.precision}
         if args.refit_epochs:  # the epoch count is known (an earlier run's choice): no early-stopping run
             return _refit(args, data, out, {}, args.refit_epochs, batch_size)
-        model, history = medsam_tuning.train(*data["train"], *data["val"], batch_size=batch_size,
+        model, history = medsam_tuning.train(*data["train"][:2], *data["val"][:2], batch_size=batch_size,
+                                             weights=data["train"].weights,
                                              out_dir=out / SEARCH if args.refit else out, **common)
         if not args.refit:
             return Fitted(model, history, medsam_tuning.predict)
         return _refit(args, data, out, history, best_epoch(history, medsam_tuning.WARMUP_EPOCHS) + 1, batch_size)
     from lib.segment import unet  # Keras loads only when there is something to train
 
-    model, history = unet.train(*data["train"], *data["val"], architecture=args.architecture,
+    model, history = unet.train(*data["train"][:2], *data["val"][:2], architecture=args.architecture,
+                                weights=data["train"].weights,
                                 image_size=args.image_size, batch_size=args.batch_size or unet.BATCH_SIZE,
                                 width=args.width, out_dir=out, **common)
     return Fitted(model, history, unet.predict)
 
 
-def fit_ensemble(args: argparse.Namespace, data: dict[str, tuple[list, list]], out: Path) -> Fitted:
+def fit_ensemble(args: argparse.Namespace, data: dict[str, Pairs], out: Path) -> Fitted:
     """--ensemble N: `fit` N times with seeds seed .. seed+N-1, each member in out/seed-<s>/ (and resumable).
 
     Why: members that differ only in their seed make different mistakes, and the mean of
@@ -183,15 +274,17 @@ def mean_masks(maps: list[list[np.ndarray]], threshold: float = 0.5) -> list[np.
     return [np.mean(per_slice, axis=0) > threshold for per_slice in zip(*maps)]
 
 
-def _refit(args: argparse.Namespace, data: dict[str, tuple[list, list]], out: Path,
+def _refit(args: argparse.Namespace, data: dict[str, Pairs], out: Path,
            history: dict[str, list[float]], epochs: int, batch_size: int) -> Fitted:
     """A fresh LiteMedSAM trained on training + validation slices for `epochs` (lib.segment.medsam_tuning.refit)."""
     from lib.segment import medsam_tuning
 
-    images, masks = (data["train"][0] + data["val"][0], data["train"][1] + data["val"][1])
+    images, masks = (data["train"].images + data["val"].images, data["train"].masks + data["val"].masks)
+    weights = data["train"].weights + data["val"].weights
     chosen = "validation's choice" if history else "--refit-epochs"
     print(f"refit: {epochs} epochs ({chosen}) on {len(images)} training + validation slices", flush=True)
     model, refit_history = medsam_tuning.refit(images, masks, epochs, batch_size, out, args.seed, tune=args.tune,
+                                               weights=weights,
                                                minutes=args.time_budget, precision=args.precision,
                                                fresh=args.force)
     return Fitted(model, history, medsam_tuning.predict, refit_history)
@@ -267,9 +360,13 @@ def refined(sam: Any, image: np.ndarray, mask: np.ndarray, head: np.ndarray | No
 
 
 def _write_prediction(out: Path, record: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
-    """Write predictions/<id>.png (0/255) and return the per-slice row's first columns."""
-    write_png(out / "predictions" / f"{record['id']}.png", mask.astype(np.uint8) * 255)
-    return {"id": record["id"], "label": record["label"], "pred_mask_path": f"predictions/{record['id']}.png",
+    """Write predictions/<id>.png (another source's: predictions/<source>/<id>.png, 0/255) and return the
+    per-slice row's first columns."""
+    source = record.get("source", INPUT)
+    rel = f"predictions/{record['id']}.png" if source == INPUT else f"predictions/{source}/{record['id']}.png"
+    write_png(out / rel, mask.astype(np.uint8) * 255)
+    return {"id": record["id"], "source": source, "role": record.get("role", "input"),
+            "kind": record.get("kind", ""), "label": record["label"], "pred_mask_path": rel,
             "image_path": manifest.slice_path(record), "mask_path": record.get("mask_path", "")}
 
 
@@ -303,11 +400,12 @@ def test_masks(fitted: Fitted, images: list[np.ndarray]) -> tuple[list[np.ndarra
 
 
 def summarise(per_image: pd.DataFrame, unscored: pd.DataFrame, rows: pd.DataFrame,
-              data: dict[str, tuple[list, list]], args: argparse.Namespace, fitted: Fitted,
+              data: dict[str, Pairs], args: argparse.Namespace, fitted: Fitted,
               seconds: float) -> dict[str, Any]:
     """metrics.json: the test scores and how the model was trained (best_val_dice is the early-stopping run's);
     `unscored`: the test tumour slices without a true mask, counted (with a predicted mask or not), not scored."""
-    scores = mask_metrics.summary(per_image) if len(per_image) else {}
+    trained = per_image[per_image["role"] != "score"] if len(per_image) else per_image
+    scores = mask_metrics.summary(trained) if len(trained) else {}
     tuned = args.architecture == TUNED
     return {
         "masks": args.masks, "architecture": args.architecture, "tune": args.tune if tuned else None,
@@ -315,17 +413,34 @@ def summarise(per_image: pd.DataFrame, unscored: pd.DataFrame, rows: pd.DataFram
         "image_size": engine(TUNED).FRAME if tuned else args.image_size, "width": None if tuned else args.width,
         "time_budget_minutes": args.time_budget,
         "backend": _backend(args.architecture),
-        "split": {name: int((rows["part"] == name).sum()) for name in splits.PARTS},
+        "split": {name: int(((rows["part"] == name) & (rows["role"] != "score")).sum()) for name in splits.PARTS},
+        "weights": {"pseudo": args.pseudo_weight, "truth": args.truth_weight},
         "trained_on": len(data["train"][0]), "validated_on": len(data["val"][0]),
         **(dict.fromkeys(TRAINING_KEYS) if fitted.members else training_summary(fitted, data, args.architecture)),
         "train_seconds": round(seconds, 1), "test": {k: _round(v) for k, v in scores.items()},
+        **by_source(per_image),
         "ensemble": _ensemble_summary(per_image, fitted, args, data),
         "unscored": _unscored_summary(unscored),
         **_refine_summary(per_image),
     }
 
 
-def training_summary(fitted: Fitted, data: dict[str, tuple[list, list]], architecture: str) -> dict[str, Any]:
+def by_source(per_image: pd.DataFrame) -> dict[str, Any]:
+    """The test scores of each source (test_by_source) and, where a source names them, of each tumour type
+    (test_by_kind: {source: {type: scores}}); a --score-on source is one the network never trained on."""
+    if not len(per_image):
+        return {"test_by_source": {}, "test_by_kind": {}}
+    sources = {name: _summary(rows) for name, rows in per_image.groupby("source", sort=False)}
+    kinds = {name: {kind: _summary(group) for kind, group in rows.groupby("kind") if kind}
+             for name, rows in per_image.groupby("source", sort=False) if (rows["kind"] != "").any()}
+    return {"test_by_source": sources, "test_by_kind": kinds}
+
+
+def _summary(per_image: pd.DataFrame) -> dict[str, Any]:
+    return {k: _round(v) for k, v in mask_metrics.summary(per_image).items()}
+
+
+def training_summary(fitted: Fitted, data: dict[str, Pairs], architecture: str) -> dict[str, Any]:
     """How one network trained (TRAINING_KEYS): epochs of the early-stopping run, the epoch it kept and its
     validation Dice, and the refit (epochs, slices, where its epoch count came from).
 
@@ -342,7 +457,7 @@ def training_summary(fitted: Fitted, data: dict[str, tuple[list, list]], archite
 
 
 def _ensemble_summary(per_image: pd.DataFrame, fitted: Fitted, args: argparse.Namespace,
-                      data: dict[str, tuple[list, list]]) -> dict[str, Any] | None:
+                      data: dict[str, Pairs]) -> dict[str, Any] | None:
     """With --ensemble: the members' seeds and folders, how each trained (epochs in all, and
     training_summary's fields), and each one's own test Dice mean (unrefined)."""
     if not fitted.members:
@@ -443,13 +558,31 @@ def write_report(out: Path, per_image: pd.DataFrame, metrics: dict[str, Any], fi
         cells = [report.caption(overlay(r, out), r["id"][-8:]) for r in chosen.to_dict("records")]
         sheets.append(report.contact_sheet(cells, out / "overlays_unscored.png"))
         shown += "; then test tumour slices without a true mask, not scored"
+    per_source = ("test_by_source", "test_by_kind", "sources")
     sections = [
         ("Outcome (test part, against true masks)", report.dict_table_html(
-            {k: v for k, v in metrics.items() if k != "test"} | metrics["test"])),
+            {k: v for k, v in metrics.items() if k != "test" and k not in per_source} | metrics["test"])),
+        ("By source (a source 'scored only' was never trained on) and by tumour type",
+         report.table_html(source_rows(metrics))),
         ("Training curves", report.img_html(out, curves) if curves else ""),
         (shown, "".join(report.img_html(out, p) for p in sheets)),
     ]
     return report.html_page(out / "report.html", "08_unet_train: tumour segmentation", sections)
+
+
+def source_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One table row per source and per tumour type: its split rule, slices per part, and its test scores."""
+    rows = []
+    for name, scores in metrics["test_by_source"].items():
+        source = metrics["sources"].get(name, {})
+        split = {part: source.get(part) for part in splits.PARTS}
+        groups = {"all": scores, **metrics["test_by_kind"].get(name, {})}
+        for kind, s in groups.items():
+            rows.append({"source": name, "type": kind, "rule": source.get("rule", ""), **split,
+                         "Dice mean": s["dice_mean"], "95 % CI": s["dice_ci"], "missed": s["missed"],
+                         "tumour slices": s["tumour_images"], "masks on tumour-free": s["false_positive_images"],
+                         "tumour-free": s["tumour_free_images"]})
+    return rows
 
 
 def overlay(row: dict[str, Any], out: Path) -> np.ndarray:
@@ -485,6 +618,9 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
               f"{t['dice_median']}, IoU {t['iou_mean']}, "
               f"HD95 median {t['hd95_median']} px; missed {t['missed']}/{t['tumour_images']}, "
               f"false positives {t['false_positive_images']}/{t['tumour_free_images']}")
+    if len(m["test_by_source"]) > 1:
+        for name, scores in m["test_by_source"].items():
+            _print_source(name, scores, m["sources"][name], m["test_by_kind"].get(name, {}))
     if m.get("unscored"):
         u = m["unscored"]
         print(f"  {u['tumour_images']} test tumour slices without a true mask, not scored: a mask on "
@@ -501,6 +637,16 @@ def _print_summary(out: Path, m: dict[str, Any]) -> None:
         print(f"  ensemble: the mean of {len(m['ensemble']['seeds'])} networks' maps is what was scored above; "
               f"each alone (unrefined): {alone}")
     print(f"  report: {out / 'report.html'}")
+
+
+def _print_source(name: str, scores: dict[str, Any], source: dict[str, Any], kinds: dict[str, Any]) -> None:
+    """One source's test line: Dice on its tumour slices, masks drawn on its tumour-free ones, per type."""
+    seen = "never trained on" if source["rule"] == "scored only" else source["rule"]
+    dice = (f"Dice mean {scores['dice_mean']} (95 % CI {scores['dice_ci'][0]:.3f}-{scores['dice_ci'][1]:.3f}) "
+            f"on {scores['tumour_images']} tumour slices" if scores["tumour_images"] else "no tumour slices")
+    types = ", ".join(f"{kind} {k['dice_mean']}" for kind, k in kinds.items())
+    print(f"  {name} ({seen}): {dice}; masks on {scores['false_positive_images']}/{scores['tumour_free_images']} "
+          f"tumour-free slices" + (f"; by type: {types}" if types else ""))
 
 
 def _verdict_text(counts: dict[str, int]) -> str:

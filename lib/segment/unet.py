@@ -98,7 +98,8 @@ def _image_axes(x: Any) -> tuple[int, ...]:
 def dice_bce_loss(y_true: Any, y_pred: Any) -> Any:
     """Soft Dice loss (per image, smoothed by DICE_SMOOTH) + binary cross-entropy, averaged over the batch.
 
-    y_true: 0/1 masks, y_pred: probabilities, both (B, H, W, 1). A scalar.
+    y_true: 0/1 masks, y_pred: probabilities, both (B, H, W, 1). One loss per image, shape (B,): Keras
+    averages them over the batch, each times its sample weight where the batches carry one (08's weights).
     """
     y_true = ops.cast(y_true, y_pred.dtype)
     axes = _image_axes(y_pred)
@@ -106,7 +107,7 @@ def dice_bce_loss(y_true: Any, y_pred: Any) -> Any:
     total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
     soft_dice = (2.0 * overlap + DICE_SMOOTH) / (total + DICE_SMOOTH)
     bce = ops.mean(keras.losses.binary_crossentropy(y_true, y_pred), axis=axes[:-1])
-    return ops.mean(1.0 - soft_dice + bce)
+    return 1.0 - soft_dice + bce
 
 
 @keras.saving.register_keras_serializable(package=SERIAL_PACKAGE)
@@ -318,18 +319,21 @@ class SliceSequence(keras.utils.PyDataset):
     """Batches (x (B, S, S, 1) float32 in 0..1, y (B, S, S, 1) float32 0/1) of slices and their masks.
 
     Slices and masks of any size are resized once, here (prepare_images, prepare_masks); the
-    caller's arrays are not modified. `shuffle` draws a new order every epoch; `augment` (True
+    caller's arrays are not modified. With `weights` (one per slice, not all 1) batches carry each
+    slice's loss weight as a third element. `shuffle` draws a new order every epoch; `augment` (True
     or a PairedAugment) augments every batch it serves, so use it for training batches only.
     """
 
     def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], image_size: int = IMAGE_SIZE,
                  batch_size: int = BATCH_SIZE, shuffle: bool = False, augment: bool | PairedAugment = False,
-                 seed: int = 0, **kwargs: Any) -> None:
+                 seed: int = 0, weights: Sequence[float] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if len(images) != len(masks):
-            raise ValueError(f"{len(images)} images but {len(masks)} masks")
+        if len(images) != len(masks) or (weights is not None and len(weights) != len(images)):
+            raise ValueError(f"{len(images)} images but {len(masks)} masks"
+                             + ("" if weights is None else f" and {len(weights)} weights"))
         self.x = prepare_images(images, image_size)
         self.y = prepare_masks(masks, image_size)
+        self.w = None if weights is None or np.all(np.asarray(weights) == 1) else np.asarray(weights, np.float32)
         self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, int(seed)
         self.augment = PairedAugment(seed=seed + 1) if augment is True else (augment or None)
         self.start_epoch(0)
@@ -348,10 +352,11 @@ class SliceSequence(keras.utils.PyDataset):
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         x, y = self.x[rows], self.y[rows]
-        return self.augment(x, y) if self.augment is not None else (x, y)
+        batch = self.augment(x, y) if self.augment is not None else (x, y)
+        return batch if self.w is None else (*batch, self.w[rows])  # Keras' (x, y, sample_weight)
 
     def on_epoch_end(self) -> None:
         self.start_epoch(self.epoch + 1)
@@ -408,7 +413,8 @@ def train(train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
           image_size: int = IMAGE_SIZE, epochs: int = EPOCHS, batch_size: int = BATCH_SIZE,
           patience: int = PATIENCE, out_dir: Path | None = None, seed: int = 0, verbose: str | int = "auto",
           *, width: int = WIDTH, learning_rate: float = LEARNING_RATE,
-          minutes: float | None = None, fresh: bool = False) -> tuple[keras.Model, dict[str, list[float]]]:
+          minutes: float | None = None, fresh: bool = False,
+          weights: Sequence[float] | None = None) -> tuple[keras.Model, dict[str, list[float]]]:
     """Train `architecture` from scratch; (the model with its best-val_dice weights, the curves per epoch).
 
     Training batches are shuffled and augmented, validation batches are not. Early stopping
@@ -418,12 +424,13 @@ def train(train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
     after every epoch (out_dir/checkpoint/, lib.common.keras_checkpoint): a rerun with the same options
     and slices resumes after the last finished epoch and ends as the uninterrupted run would;
     once finished, it returns the saved model at once. `fresh` ignores the checkpoint (08 --force).
+    `weights` (one per training slice) weigh each slice's loss; validation is unweighted.
     """
     if len(train_images) == 0 or len(val_images) == 0:
         raise ValueError("train needs at least one training and one validation slice")
     keras.utils.set_random_seed(seed)
     train_seq = SliceSequence(train_images, train_masks, image_size, batch_size, shuffle=True, augment=True,
-                              seed=seed)
+                              seed=seed, weights=weights)
     val_seq = SliceSequence(val_images, val_masks, image_size, batch_size)
     model = build(architecture, image_size, width)
     compile_model(model, learning_rate)
@@ -436,7 +443,8 @@ def train(train_images: Sequence[np.ndarray], train_masks: Sequence[np.ndarray],
     out_dir.mkdir(parents=True, exist_ok=True)
     options = {"architecture": architecture, "image_size": image_size, "epochs": int(epochs), "seed": seed,
                "batch_size": batch_size, "patience": patience, "width": width, "learning_rate": learning_rate,
-               "minutes": minutes, "slices": fingerprint(train_seq.x, train_seq.y, val_seq.x, val_seq.y)}
+               "minutes": minutes, "slices": fingerprint(train_seq.x, train_seq.y, val_seq.x, val_seq.y,
+                                   *(() if train_seq.w is None else (train_seq.w,)))}
     checkpoint = EpochCheckpoint(out_dir / CHECKPOINT_DIR, options, found, fresh)
     if checkpoint.finished and (out_dir / "model.keras").is_file():
         print(f"{out_dir}: already trained by an earlier run with these options and slices (--force to retrain)")

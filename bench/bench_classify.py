@@ -63,7 +63,7 @@ def main() -> int:
     print(f"{'model':<18}{'seconds':>9}{'x meta':>8}{'ROC AUC':>9}  {'95 % CI':<16}{'sens':>6}{'spec':>6}{'ext sens':>9}")
     for name, r in sorted(results.items(), key=lambda kv: -kv[1]["roc_auc"]):
         ratio = f"{r['seconds'] / base:.1f}" if base else "-"
-        ext = r.get("external", {}).get("sensitivity")
+        ext = next(iter((r.get("external") or {}).values()), {}).get("sensitivity")
         low, high = r["roc_auc_ci"]
         print(f"{name:<18}{r['seconds']:>9.0f}{ratio:>8}{r['roc_auc']:>9.3f}  [{low:.3f}, {high:.3f}]  "
               f"{r['operating']['sensitivity']:>6.3f}{r['operating']['specificity']:>6.3f}"

@@ -10,6 +10,7 @@ run is reused). Prints one table and writes bench/results/seg_selection.json.
 
     python bench/bench_seg_selection.py --figshare runs/figshare/02_clean \
         --score-on data/02_clean ../shared/data/lgg_seg --candidates unet128 deeplab
+    python bench/bench_seg_selection.py --candidates litemedsam --refine --score-on data/02_clean
 """
 
 from __future__ import annotations
@@ -28,22 +29,22 @@ sys.path.insert(0, str(ROOT))
 
 from lib.common import metrics as common_metrics  # noqa: E402
 
-CANDIDATES = {  # 08's options per candidate; every one is tested with --refine sam (refined and unrefined)
+CANDIDATES = {  # 08's options per candidate; with --refine, each is tested refined and unrefined
     "unet128": ["--architecture", "unet", "--image-size", "128"],
     "unet256": ["--architecture", "unet", "--image-size", "256", "--batch-size", "8"],
     "deeplab": ["--architecture", "deeplabv3plus", "--image-size", "128"],
-    "litemedsam": ["--architecture", "litemedsam", "--refit-epochs", "4"],
+    "litemedsam": ["--architecture", "litemedsam", "--refit-epochs", "2"],
 }
 FOLDS = (1, 2, 3)
 
 
 def run_fold(candidate: str, fold: int, args: argparse.Namespace) -> Path:
     """One 08 run: train on the other blocks, test on block `fold`; skipped when metrics.json exists."""
-    out = args.runs / candidate / f"fold-{fold}"
+    out = args.runs / (candidate + ("-refined" if args.refine else "")) / f"fold-{fold}"
     if not (out / "metrics.json").is_file():
         command = [sys.executable, str(ROOT / "scripts" / "08_unet_train.py"), "--in", str(args.figshare),
-                   "--out", str(out), "--masks", "truth", "--leave-out", str(fold), "--refine", "sam",
-                   *CANDIDATES[candidate], *args.extra]
+                   "--out", str(out), "--masks", "truth", "--leave-out", str(fold),
+                   *(["--refine", "sam"] if args.refine else []), *CANDIDATES[candidate], *args.extra]
         if args.score_on:
             command += ["--score-on", *map(str, args.score_on)]
         print(" ".join(command), flush=True)
@@ -80,8 +81,8 @@ def _row(candidate: str, source: str, what: str, part: pd.DataFrame) -> dict[str
     dice, low, high = mean_ci(tumour["dice"].to_numpy(float))
     unrefined = tumour["dice_unrefined"].mean() if "dice_unrefined" in tumour else float("nan")
     return {"candidate": candidate, "source": source, "what": what, "tumour slices": len(tumour),
-            "Dice refined": round(dice, 3), "95 % CI": f"[{low:.3f}, {high:.3f}]",
-            "Dice unrefined": round(float(unrefined), 3),
+            "Dice": round(dice, 3), "95 % CI": f"[{low:.3f}, {high:.3f}]",
+            "Dice before --refine": round(float(unrefined), 3),
             "missed": int((tumour["pred_pixels"] == 0).sum()),
             "masks on tumour-free": f"{int((free['pred_pixels'] > 0).sum())}/{len(free)}"}
 
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="figshare stage folder (02 or later) with true masks")
     p.add_argument("--score-on", nargs="*", type=Path, default=[], help="sources scored only (phantoms, LGG)")
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    p.add_argument("--refine", action="store_true", help="test with 08 --refine sam (scores both ways; slower)")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "seg_selection")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "seg_selection.json")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more 08 options for every run")
@@ -99,11 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     args.extra = [a for a in args.extra if a != "--"]
     rows = []
     for candidate in args.candidates:
-        rows += candidate_rows(candidate, [run_fold(candidate, k, args) for k in FOLDS])
+        name = candidate + (" --refine sam" if args.refine else "")
+        rows += candidate_rows(name, [run_fold(candidate, k, args) for k in FOLDS])
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=1))
+    saved = json.loads(args.out.read_text()) if args.out.is_file() else []  # other candidates' rows are kept
+    names = {row["candidate"] for row in rows}
+    args.out.write_text(json.dumps([r for r in saved if r["candidate"] not in names] + rows, indent=1))
     return 0
 
 

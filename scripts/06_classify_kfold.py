@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=None, help="override the image models' input size")
     p.add_argument("--finetune-epochs", type=int, default=None,
                    help="backbones: epochs of phase 2 (top blocks unfrozen, lower learning rate); 0 on a CPU")
-    p.add_argument("--external", type=Path, default=None,
-                   help="another labelled stage folder to test the fold models on (e.g. figshare's 04_cluster)")
+    p.add_argument("--external", nargs="+", type=Path, default=[], metavar="DIR",
+                   help="other labelled stage folders (04_cluster) to test the fold models on, e.g. figshare's "
+                        "(all tumours: sensitivity) and the phantoms' (both classes)")
     p.add_argument("--external-limit", type=int, default=None,
                    help="use an evenly spaced sample of this many external images (quicker)")
     run_classify_kfold.run(p.parse_args(argv))

@@ -68,3 +68,31 @@ def test_missing_backbone_weights_stop_the_stage_before_training(run: Path, tmp_
     message = done.stderr.strip().splitlines()[-1]  # lines above it are TensorFlow's start-up chatter
     assert message.startswith("error:") and str(missing) in message and "not found" in message
     assert not (tmp_path / "06" / "models").exists()  # nothing trained, not even the features model
+
+
+def test_external_sets_are_scored_each_and_the_inside_winner_is_judged_outside(
+        run: Path, tmp_path: Path) -> None:  # noqa: F811
+    tumours = tmp_path / "tumours" / "04_cluster"  # an all-tumour set, as figshare is
+    rows = manifest.read(run / "04")
+    rows = manifest.rebase(rows[rows["label"] == "tumor"], run / "04", tumours)
+    tumours.mkdir(parents=True)
+    manifest.write(rows, tumours)
+    (tumours / "features.csv").write_text((run / "04" / "features.csv").read_text())
+    out = tmp_path / "06"
+    done = stage("06_classify_kfold.py", "--in", str(run / "04"), "--out", str(out), "--models", "features,metadata",
+                 "--folds", "3", "--external", str(tumours), str(run / "04"))
+    summary = json.loads((out / "metrics.json").read_text())
+    features = summary["models"]["features"]["external"]
+    assert set(features) == {"tumours", run.name}  # named by their data set's folder
+    assert features["tumours"]["images"] == features["tumours"]["tumours"] == len(rows)
+    assert features["tumours"]["specificity"] is None and features["tumours"]["roc_auc"] is None
+    low, high = features["tumours"]["sensitivity_ci"]
+    assert low <= features["tumours"]["sensitivity"] <= high
+    both = features[run.name]
+    assert 0 <= both["roc_auc"] <= 1 and both["specificity"] is not None
+    selection = summary["selection"]
+    assert selection["inside"] in ("features", "metadata") and selection["outside"]["tumours"]["by"] == "sensitivity"
+    assert selection["outside"][run.name]["by"] == "roc_auc"
+    assert len(selection["verdicts"]) == 2 and all(v in done.stdout for v in selection["verdicts"])
+    header = (out / "comparison.md").read_text().splitlines()[0]
+    assert "tumours_sensitivity" in header and f"{run.name}_roc_auc" in header

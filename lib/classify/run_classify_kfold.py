@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from lib.classify import kfold
-from lib.common import manifest, plots, report, splits
+from lib.common import manifest, metrics, plots, report, splits
 from lib.common.dedup import sha256_file
 from lib.common.io import as_json, read_image, write_json_atomic, write_text_atomic
 from lib.common.metrics import interval_text, number_text, rounded
@@ -45,19 +46,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         folds = splits.load_or_make(out / "splits.json", rows, args.folds, args.repeats, args.seed)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    external = _external_rows(args.external, getattr(args, "external_limit", None)) if args.external else None
+    external = [_external_rows(folder, getattr(args, "external_limit", None)) for folder in args.external]
     results = {}
     for family in models:
         results[family] = train_family(family, rows, args, folds, out, external)
+    selection = external_verdict(results)
     table = comparison(results)
     write_text_atomic(out / "comparison.md", report.markdown_table(table))
     summary = {"models": results, "input": os.path.relpath(args.in_dir, out), "folds": args.folds,
                "repeats": args.repeats, "images": args.images,
-               "target_sensitivity": args.target_sensitivity}
+               "target_sensitivity": args.target_sensitivity, "selection": selection}
     write_json_atomic(out / "metrics.json", summary)
-    write_lineage(out, "06_classify_kfold", args, {"in": args.in_dir, "external": args.external})
-    write_report(out, table, results)
+    write_lineage(out, "06_classify_kfold", args,
+                  {"in": args.in_dir, **{f"external_{i + 1}": f for i, f in enumerate(args.external)}})
+    write_report(out, table, results, selection)
     print(report.markdown_table(table))
+    for line in selection["verdicts"]:
+        print(f"  {line}")
     print(f"  report: {out / 'report.html'}")
     return summary
 
@@ -137,8 +142,17 @@ def _medsam_embeddings(ids: list[str], paths: list[str], cache_path: Path) -> np
     return medsam.EmbeddingCache(cache_path).get_or_compute(ids, images, hashes)
 
 
+def external_name(folder: Path) -> str:
+    """What an external folder is called in tables: its data set's name ("figshare" for runs/figshare/04_cluster)."""
+    folder = Path(folder).resolve()
+    return folder.parent.name if re.match(r"^\d\d(_|$)", folder.name) else folder.name
+
+
 def _external_rows(folder: Path, limit: int | None = None) -> tuple[pd.DataFrame, Path]:
     """The labelled rows of another stage folder; `limit` keeps an evenly spaced sample (a quicker check)."""
+    if not (Path(folder) / manifest.MANIFEST).is_file():
+        raise SystemExit(f"error: --external {folder}: no manifest.csv; give a stage folder made by 04_cluster "
+                         "(run 01-04 on that data set first)")
     df = manifest.read(folder)
     rows = df[(df["status"] == "ok") & df["label"].isin(["tumor", "no_tumor"])].reset_index(drop=True)
     if limit and limit < len(rows):
@@ -147,7 +161,7 @@ def _external_rows(folder: Path, limit: int | None = None) -> tuple[pd.DataFrame
 
 
 def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, folds: dict[str, Any], out: Path,
-                 external: tuple[pd.DataFrame, Path] | None) -> dict[str, Any]:
+                 external: list[tuple[pd.DataFrame, Path]]) -> dict[str, Any]:
     """Cross-validate one family (or reuse its finished run); write its outputs; return its metrics."""
     model_dir = out / "models" / family
     settings = {"rebalance": args.rebalance, "weights": args.weights, "backbone": family,
@@ -155,7 +169,8 @@ def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, fold
                 "finetune_epochs": getattr(args, "finetune_epochs", None)}
     settings = {k: v for k, v in settings.items() if v is not None}
     signature = {"folds": folds, "settings": settings, "images": args.images,
-                 "external": str(args.external or ""), "external_limit": getattr(args, "external_limit", None),
+                 "external": [str(f) for f in args.external] if args.external else "",
+                 "external_limit": getattr(args, "external_limit", None),
                  "target": args.target_sensitivity}
     done = model_dir / "metrics.json"
     if done.is_file() and not args.force:
@@ -167,7 +182,8 @@ def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, fold
     data = kfold.Inputs(
         ids=list(rows["id"]), x=family_matrix(family, rows, args.in_dir, args, out),
         y=(rows["label"] == "tumor").to_numpy(int), groups=rows.get("dup_group", rows["id"]).to_numpy(),
-        extra_x=family_matrix(family, external[0], external[1], args, out) if external else None,
+        extra_x=np.vstack([family_matrix(family, ext, folder, args, out) for ext, folder in external])
+        if external else None,
     )
     if family == "fusion":  # its matrix is [features | embeddings]: tell the heads where the cut is
         settings = {**settings, "feature_columns": len(features_table(args.in_dir).columns)}
@@ -175,12 +191,7 @@ def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, fold
     result = kfold.evaluate(cv.oof)
     result["seconds"] = round(time.perf_counter() - start, 1)
     if cv.extra_prob is not None:
-        ext_y = (external[0]["label"] == "tumor").to_numpy(bool)
-        decided = cv.extra_prob >= cv.extra_threshold
-        result["external"] = {"folder": str(external[1]), "images": int(len(ext_y)),
-                              "sensitivity": float(decided[ext_y].mean()) if ext_y.any() else None,
-                              "specificity": float((~decided[~ext_y]).mean()) if (~ext_y).any() else None,
-                              "threshold": cv.extra_threshold}
+        result["external"] = external_scores(external, cv.extra_prob, cv.extra_threshold)
     cv.oof.to_csv(model_dir / "oof.csv", index=False)
     result["plots"] = _family_plots(family, cv, result, model_dir, out)
     write_json_atomic(done, {"signature": signature, "metrics": result, "histories": cv.histories})
@@ -189,6 +200,57 @@ def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, fold
           f"sensitivity {number_text(op['sensitivity'])}, specificity {number_text(op['specificity'])}"
           f" ({result['seconds']:.0f} s)")
     return result
+
+
+def external_scores(external: list[tuple[pd.DataFrame, Path]], prob: np.ndarray,
+                    threshold: float) -> dict[str, dict[str, Any]]:
+    """Per external folder: the fold models' mean probability scored at their threshold (lib.common.metrics.summary:
+    ROC and PR AUC where both classes are present, the operating point with 95 % intervals).
+
+    Why per folder: an all-tumour set (figshare) says only how many tumours are found, a two-class one
+    (phantoms) also how many tumour-free slices are spared, and they fail in different ways."""
+    scores, start = {}, 0
+    for rows, folder in external:
+        y = (rows["label"] == "tumor").to_numpy(bool)
+        part = prob[start:start + len(y)]
+        start += len(y)
+        found = metrics.summary(y, part, threshold)
+        op = found["operating"]
+        margin = part - threshold
+        for key, present in (("sensitivity", y.any()), ("specificity", (~y).any())):
+            if present and f"{key}_ci" not in op:  # one class only: summary gives no interval
+                op[f"{key}_ci"] = metrics.bootstrap_interval(y, margin, lambda a, b, k=key: metrics.at_threshold(
+                    a, b, 0.0)[k])
+        scores[external_name(folder)] = {"folder": str(folder), "images": int(len(y)), "tumours": int(y.sum()),
+                                         "roc_auc": found["roc_auc"], "roc_auc_ci": found["roc_auc_ci"],
+                                         "sensitivity": op["sensitivity"] if y.any() else None,
+                                         "sensitivity_ci": op.get("sensitivity_ci"),
+                                         "specificity": op["specificity"] if (~y).any() else None,
+                                         "specificity_ci": op.get("specificity_ci"), "threshold": threshold}
+    return scores
+
+
+def external_verdict(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Which model wins inside (out-of-fold ROC AUC) and which on each external set (ROC AUC where it has both
+    classes, else sensitivity); a model that wins inside but not outside is said to, in words.
+
+    Why: a number inside one data set is not the product's number; what ships should hold elsewhere."""
+    ranked = {name: r["roc_auc"] for name, r in results.items() if r["roc_auc"] == r["roc_auc"]}
+    inside = max(ranked, key=ranked.get) if ranked else None
+    outside, verdicts = {}, []
+    sources = sorted({src for r in results.values() for src in (r.get("external") or {})})
+    for src in sources:
+        scored = {name: r["external"][src] for name, r in results.items() if src in (r.get("external") or {})}
+        key = "roc_auc" if all(s["roc_auc"] == s["roc_auc"] for s in scored.values()) else "sensitivity"
+        best = max(scored, key=lambda name: scored[name][key] if scored[name][key] is not None else -1)
+        outside[src] = {"best": best, "by": key, "values": {n: s[key] for n, s in scored.items()}}
+        if inside and best != inside and scored[best][key] > scored[inside][key]:
+            verdicts.append(f"{inside} wins inside (ROC AUC {number_text(ranked[inside])}) but loses on {src}: "
+                            f"{key} {number_text(scored[inside][key])} against {number_text(scored[best][key])} "
+                            f"for {best}")
+        elif inside:
+            verdicts.append(f"{inside} wins inside and on {src} ({key} {number_text(scored[inside][key])})")
+    return {"inside": inside, "outside": outside, "verdicts": verdicts}
 
 
 def has_fold_models(model_dir: Path) -> bool:
@@ -223,15 +285,23 @@ def comparison(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
         row.update({k: rounded(op[k]) for k in OPERATING_KEYS})
         row.update(threshold=rounded(op["threshold"]), accuracy_at_0_5=rounded(r["at_0.5"]["accuracy"]),
                    brier=rounded(r["brier"]), ece=rounded(r["ece"]), seconds=r.get("seconds", ""))
-        if "external" in r:
-            row["external_sensitivity"] = rounded(r["external"]["sensitivity"])
+        for src, ext in (r.get("external") or {}).items():
+            if ext["tumours"] and ext["tumours"] < ext["images"]:
+                row[f"{src}_roc_auc"] = rounded(ext["roc_auc"])
+            row[f"{src}_sensitivity"] = rounded(ext["sensitivity"])
+            if ext["specificity"] is not None:
+                row[f"{src}_specificity"] = rounded(ext["specificity"])
         rows.append(row)
     return pd.DataFrame(rows).sort_values("roc_auc", ascending=False)
 
 
-def write_report(out: Path, table: pd.DataFrame, results: dict[str, dict[str, Any]]) -> Path:
-    sections = [("Models compared on identical grouped folds (sorted by ROC AUC; metadata = shortcut baseline)",
+def write_report(out: Path, table: pd.DataFrame, results: dict[str, dict[str, Any]],
+                 selection: dict[str, Any] | None = None) -> Path:
+    sections = [("Models compared on identical grouped folds (sorted by ROC AUC; metadata = shortcut baseline; "
+                 "<name>_... columns: the fold models on an external set)",
                  report.table_html(table.to_dict("records")))]
+    if selection and selection["verdicts"]:
+        sections.append(("Inside against outside", "".join(f"<p>{v}</p>" for v in selection["verdicts"])))
     for name in table["model"]:
         images = "".join(report.img_html(out, out / p) for p in results[name]["plots"])
         sections.append((name, images))

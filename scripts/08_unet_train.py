@@ -12,6 +12,7 @@ HD95), metrics.json, training.png, overlays_best/worst.png and report.html; with
         [--extra-masks ../shared/data/figshare_seg] [--score-on DIR ...] [--leave-out K]
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -19,6 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from lib.common import stage  # noqa: E402
 from lib.segment import models, run_unet_train  # noqa: E402
+
+
+def _min_area(text: str) -> str | int:
+    """--min-area: "auto" or a number of pixels (0 keeps every part)."""
+    if text == "auto":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: give auto or a number of pixels")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pseudo-weight", type=float, default=1.0, help="loss weight of a slice with a pseudo-label")
     p.add_argument("--truth-weight", type=float, default=1.0,
                    help="loss weight of a slice with a true mask (or tumour-free)")
+    p.add_argument("--min-area", default="auto", type=_min_area, metavar="PIXELS",
+                   help="drop mask parts smaller than this many pixels; auto: the best on the validation slices")
     p.add_argument("--seed", type=int, default=0)
     run_unet_train.run(p.parse_args(argv))
     return 0

@@ -100,6 +100,20 @@ def test_predictor_gives_a_probability_and_a_mask_in_the_uploads_own_frame(predi
         assert set(result.members) == set(predictor.weighed_members()) <= {"cnn", "features"}
 
 
+def test_the_bundles_min_area_drops_specks_from_the_predicted_mask(predictor: Predictor,
+                                                                   slices: dict[str, Path]) -> None:
+    assert isinstance(predictor.settings["segmenter"]["min_area"], int)  # 08's choice travels in bundle.json
+    prepared = predictor.predict_file(slices["tumour"]).prepared
+    saved = predictor.settings["segmenter"]["min_area"]
+    try:
+        predictor.settings["segmenter"]["min_area"] = 0
+        everything = predictor.segment(prepared)
+        predictor.settings["segmenter"]["min_area"] = int(everything.sum()) + 1
+        assert not predictor.segment(prepared).any()  # every part is smaller than that
+    finally:
+        predictor.settings["segmenter"]["min_area"] = saved
+
+
 def test_predictor_is_deterministic(predictor: Predictor, slices: dict[str, Path]) -> None:
     a, b = predictor.predict_file(slices["tumour"]), predictor.predict_file(slices["tumour"])
     assert a.prob == b.prob and (a.mask == b.mask).all()

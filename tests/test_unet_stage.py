@@ -247,5 +247,7 @@ def test_extra_mask_folders_train_and_score_on_folders_only_test(run: Path, tmp_
     assert (out / "predictions" / "elsewhere" / "cheng_0001.png").is_file()
     assert len(per_image[per_image["role"] != "score"]) == metrics["test"]["images"]  # pooled: trained sources
     assert "elsewhere (never trained on)" in done.stdout and "By source" in (out / "report.html").read_text()
+    scores = {int(area): dice for area, dice in metrics["min_area_scores"].items()}  # --min-area auto: on validation
+    assert metrics["min_area"] in scores and scores[metrics["min_area"]] >= max(scores.values()) - 0.005
     lineage = json.loads((out / "lineage.json").read_text())
     assert {"extra_masks_1", "score_on_1"} <= set(lineage["inputs"])

@@ -27,7 +27,7 @@ from lib.deploy.bundle import KERAS_KIND
 from lib.deploy.ensemble import Ensemble
 from lib.preprocess import clean, enhance
 from lib.regions import cluster, features
-from lib.segment import models
+from lib.segment import models, postprocess
 
 BUNDLE_FILE = "bundle.json"
 
@@ -213,7 +213,8 @@ class Predictor:
         proba = _segmenter_engine(self.settings).predict_proba
         prob = np.mean([proba(model, [prepared.clean])[0] for model in self.unet], axis=0)  # clean slice's size
         threshold = float(self.settings["segmenter"].get("threshold", 0.5))
-        return (prob > threshold) & prepared.head
+        return postprocess.drop_small((prob > threshold) & prepared.head, int(self.settings["segmenter"].get(
+            "min_area", 0)))
 
     def image_models(self) -> list[Any]:
         """The fold models of the first image member (for Grad-CAM), or [] when the ensemble has none."""

@@ -132,6 +132,7 @@ def export_bundle(args: argparse.Namespace, final: ensemble.Ensemble, result: di
 def _segmenter(unet_dir: Path) -> dict[str, Any]:
     m = json.loads((unet_dir / "metrics.json").read_text())
     return {"architecture": m["architecture"], "masks": m["masks"], "image_size": m["image_size"],
-            "threshold": 0.5, "test": m.get("test", {}), "members": (m.get("ensemble") or {}).get("folders"),
+            "threshold": 0.5, "min_area": int(m.get("min_area") or 0),
+            "test": m.get("test", {}), "members": (m.get("ensemble") or {}).get("folders"),
             "test_by_source": m.get("test_by_source", {}),
             "sources": {name: source.get("rule", "") for name, source in (m.get("sources") or {}).items()}}

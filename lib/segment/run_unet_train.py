@@ -18,7 +18,9 @@
    run never sees a true mask) drives early stopping on Dice.
 4. The test parts are scored against TRUE masks: Dice, IoU, HD95 per slice,
    plus detection terms (a mask on a tumour-free slice is a false positive),
-   pooled and per source (metrics.json: test, test_by_source, test_by_kind, external).
+   pooled and per source (metrics.json: test, test_by_source, test_by_kind). Parts of a mask
+   smaller than --min-area pixels are dropped first ("auto": chosen on the validation slices,
+   lib.segment.postprocess), since specks are what a segmenter draws on tumour-free slices.
 The network: lib.segment.unet's Keras U-Net or DeepLabV3+ from scratch, or
 `litemedsam`, the pretrained LiteMedSAM fine-tuned (lib.segment.medsam_tuning, PyTorch).
 With `--refit` (litemedsam), a fresh model then trains on training + validation slices for the
@@ -50,7 +52,7 @@ from tqdm.auto import tqdm
 from lib.common import manifest, plots, report, splits
 from lib.common.io import read_image, read_mask, write_json_atomic, write_png
 from lib.common.stage import check_in_dir, read_lineage, settings_of, write_lineage
-from lib.segment import mask_metrics, mask_sources, pseudo_label
+from lib.segment import mask_metrics, mask_sources, postprocess, pseudo_label
 from lib.segment.models import TUNED, engine
 
 MASK_SOURCES = ("pseudo", "truth")
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     fitted = fit_ensemble(args, data, out) if args.ensemble > 1 else fit(args, data, out)
     train_seconds = time.perf_counter() - start
+    fitted = min_area_for(args, fitted, data["val"])
     test = rows[rows["part"] == "test"]
     per_image = score_test(fitted, test, out, sam)
     per_image.to_csv(out / "per_image.csv", index=False)
@@ -218,6 +221,8 @@ class Fitted(NamedTuple):
     refit: dict[str, list[float]] | None = None
     members: dict[str, Fitted] | None = None
     proba: Callable[[Any, list[np.ndarray]], list[np.ndarray]] | None = None
+    min_area: int = 0  # parts of a mask smaller than this are dropped (lib.segment.postprocess)
+    min_area_scores: dict[int, float] | None = None  # validation Dice per candidate min_area
 
     @property
     def epochs(self) -> int:
@@ -392,11 +397,27 @@ def predict_unscored(fitted: Fitted, test: pd.DataFrame, out: Path, sam: Any = N
 
 
 def test_masks(fitted: Fitted, images: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]]]:
-    """The masks 08 tests and, for an ensemble, each member's own masks (every map computed once)."""
+    """The masks 08 tests (specks under fitted.min_area dropped) and, for an ensemble, each member's own masks
+    as the network drew them (every map computed once)."""
     if not fitted.members:
-        return fitted.predict(fitted.model, images), {}
-    maps = {name: fitted.proba(member.model, images) for name, member in fitted.members.items()}
-    return mean_masks(list(maps.values())), {name: [m > 0.5 for m in member] for name, member in maps.items()}
+        masks, by_member = fitted.predict(fitted.model, images), {}
+    else:
+        maps = {name: fitted.proba(member.model, images) for name, member in fitted.members.items()}
+        masks, by_member = mean_masks(list(maps.values())), {name: [m > 0.5 for m in member]
+                                                             for name, member in maps.items()}
+    return [postprocess.drop_small(m, fitted.min_area) for m in masks], by_member
+
+
+def min_area_for(args: argparse.Namespace, fitted: Fitted, val: Pairs) -> Fitted:
+    """--min-area, or with "auto" the one that scores best on the validation slices (postprocess.choose_min_area).
+
+    With --refit or --refit-epochs the validation slices trained the tested model too, so the choice
+    is made on slices it has seen: it then drops fewer specks than it should."""
+    if args.min_area != "auto":
+        return fitted._replace(min_area=int(args.min_area))
+    masks, _ = test_masks(fitted._replace(min_area=0), val.images)
+    area, scores = postprocess.choose_min_area(masks, val.masks)
+    return fitted._replace(min_area=area, min_area_scores=scores)
 
 
 def summarise(per_image: pd.DataFrame, unscored: pd.DataFrame, rows: pd.DataFrame,
@@ -417,6 +438,8 @@ def summarise(per_image: pd.DataFrame, unscored: pd.DataFrame, rows: pd.DataFram
         "weights": {"pseudo": args.pseudo_weight, "truth": args.truth_weight},
         "trained_on": len(data["train"][0]), "validated_on": len(data["val"][0]),
         **(dict.fromkeys(TRAINING_KEYS) if fitted.members else training_summary(fitted, data, args.architecture)),
+        "min_area": fitted.min_area,
+        "min_area_scores": {str(k): round(v, 4) for k, v in (fitted.min_area_scores or {}).items()} or None,
         "train_seconds": round(seconds, 1), "test": {k: _round(v) for k, v in scores.items()},
         **by_source(per_image),
         "ensemble": _ensemble_summary(per_image, fitted, args, data),

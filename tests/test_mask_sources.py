@@ -51,6 +51,13 @@ def test_a_raw_tree_is_cleaned_like_02_and_its_masks_follow(tmp_path: Path, caps
     assert read_image(other["image_path"].iloc[0]).pixels.shape[:2] == (96, 96)
 
 
+def test_paths_are_absolute_whatever_the_folders_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    phantom_tree(tmp_path / "tree", [1, 2])
+    monkeypatch.chdir(tmp_path)  # 08 run with relative --out and --extra-masks
+    rows = mask_sources.load(Path("tree"), "tree", Path("out/sources"), size=64)
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in rows["image_path"])
+
+
 def test_a_folder_without_tumour_masks_is_refused(tmp_path: Path) -> None:
     tree = phantom_tree(tmp_path / "tree", [1, 2], free=(1, 2))
     with pytest.raises(mask_sources.MaskSourceError, match="no slice with a tumour mask"):

@@ -57,6 +57,7 @@ def source_name(folder: Path, taken: set[str]) -> str:
 def load(folder: Path, name: str, prepared_root: Path, size: int, skull_strip: bool = False) -> pd.DataFrame:
     """The mask-labelled slices of `folder` (COLUMNS, absolute paths), preparing a raw tree first."""
     folder = Path(folder).resolve()  # 08 joins paths to its own folder: absolute ones stay as they are
+    prepared_root = Path(prepared_root).resolve()
     if (folder / manifest.MANIFEST).is_file() and _cleaned(folder):
         rows = from_stage_folder(folder)
     else:

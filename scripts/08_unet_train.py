@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                         "stage folders, each split by its own rule, e.g. ../shared/data/figshare_seg")
     p.add_argument("--score-on", nargs="+", type=Path, default=[], metavar="DIR",
                    help="folders of true masks only to test on (never trained on): the score on data from elsewhere")
+    p.add_argument("--split", default="auto", choices=("auto", "ranges", "groups"),
+                   help="how the input is split: ranges of consecutive indices (patients in runs, figshare), whole "
+                        "duplicate groups (navoneel, phantoms); auto: ranges where index.csv names index blocks")
     p.add_argument("--leave-out", type=int, default=None, metavar="K",
                    help="in every source split by index ranges, test on block K of consecutive indices (from 1) "
                         "and train on the others: figshare's blocks are its tumour types")

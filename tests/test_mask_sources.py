@@ -25,7 +25,7 @@ def phantom_tree(root: Path, numbers: list[int], free: tuple[int, ...] = (), pat
         write_png(root / "images" / name, slice_.image)
         write_png(root / "masks" / name, slice_.tumor_mask.astype(np.uint8) * 255)
         rows.append({"file": name, "label_name": "glioma" if number < 100 else "pituitary",
-                     "patient": f"p{number // patient_slices}"})
+                     "patient": f"p{number // patient_slices}", "index_block": "1-99" if number < 100 else "100-"})
     pd.DataFrame(rows).to_csv(root / "index.csv", index=False)
     return root
 
@@ -75,9 +75,28 @@ def test_each_source_splits_by_its_own_rule(tmp_path: Path) -> None:
     patients = mask_sources.with_parts(rows.assign(group=[f"p{i // 6}" for i in range(len(rows))]))[0]
     assert patients.groupby("group")["part"].nunique().max() == 1  # a patient's slices stay on one side
     held, rule = mask_sources.with_parts(rows, leave_out=2)
-    assert "cheng_0101-cheng_0112" in rule
+    assert "cheng_0101-cheng_0112" in rule and list(rows["block"].unique()) == ["1-99", "100-"]
     assert set(held.loc[held["id"] >= "cheng_0101", "part"]) == {"test"}
     assert set(held.loc[held["id"] < "cheng_0101", "part"]) == {"train", "val"}
+
+
+def test_consecutive_numbers_without_named_blocks_split_by_groups(tmp_path: Path) -> None:
+    tree = phantom_tree(tmp_path / "tree", list(range(1, 25)), patient_slices=1)
+    rows = mask_sources.load(tree, "tree", tmp_path / "prepared", size=64).assign(block="")  # navoneel: Y1, Y2, ...
+    parts, rule = mask_sources.with_parts(rows, leave_out=1)
+    assert rule.startswith("groups") and set(parts["part"]) == {"train", "val", "test"}
+
+
+def test_a_stage_folder_finds_its_data_sets_index_through_its_lineage(tmp_path: Path) -> None:
+    from argparse import Namespace
+
+    from lib.common.stage import write_lineage
+
+    tree = phantom_tree(tmp_path / "tree", [1, 2])
+    first, second = tmp_path / "run" / "01_download", tmp_path / "run" / "02_clean"
+    write_lineage(first, "01_download", Namespace(path=str(tree)), {})
+    write_lineage(second, "02_clean", Namespace(size=64), {"in": first})
+    assert mask_sources.index_columns(second)["cheng_0002"]["kind"] == "glioma"
 
 
 def test_a_cleaned_stage_folder_is_used_as_it_is(tmp_path: Path) -> None:
@@ -128,5 +147,5 @@ def test_figshare_mat_files_become_an_images_and_masks_tree(tmp_path: Path) -> N
 
 def test_the_shared_figshare_masks_load_with_their_types() -> None:
     root = shared_data("figshare_seg")
-    rows = mask_sources._index_columns(root)
+    rows = mask_sources.index_columns(root)
     assert rows["cheng_0121"]["kind"] == "meningioma" and len(rows) == 600

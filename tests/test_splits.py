@@ -80,13 +80,6 @@ def test_interleaved_classes_without_runs_still_reach_every_part() -> None:
         assert {part[i] for i in ids if i.startswith(prefix)} == {"train", "val", "test"}
 
 
-def test_split_rule_tells_patient_runs_from_unordered_numbers() -> None:
-    figshare = [f"cheng_{i:04d}" for i in (*range(121, 321), *range(1121, 1321))]
-    navoneel = [f"yes_Y{i}" if i % 3 else f"no_no_{i}" for i in range(60)]
-    assert splits.split_rule(figshare) == "ranges"
-    assert splits.split_rule(navoneel) == "groups"
-
-
 def test_groups_stay_whole_and_both_labels_reach_every_part() -> None:
     ids = [f"s{i}" for i in range(100)]
     groups = [f"g{i // 2}" for i in range(100)]  # pairs of duplicates
@@ -109,3 +102,12 @@ def test_leave_out_holds_one_block_whole_as_the_test_part() -> None:
     assert sum(part[i] == "val" for i in others) == 2 * 25  # 1/8 of each remaining block
     with pytest.raises(ValueError, match="give 1 to 3"):
         splits.segmentation_parts(ids, ids, labels, leave_out=4)
+
+
+def test_leave_out_takes_the_blocks_a_data_set_names() -> None:
+    ids = [f"cheng_{i:04d}" for i in range(1, 31)]
+    blocks = ["a"] * 10 + ["b"] * 5 + ["c"] * 15  # uneven, as index.csv may say
+    part, rule = splits.segmentation_parts(ids, ids, ["tumor"] * 30, leave_out=2, blocks=blocks)
+    assert [i for i in ids if part[i] == "test"] == ids[10:15] and "cheng_0011-cheng_0015" in rule
+    part, rule = splits.segmentation_parts(ids, ids, ["tumor"] * 30, leave_out=2, rule="groups")
+    assert "ranges only" in rule and "test" in part.values()  # groups: the usual three parts

@@ -142,19 +142,6 @@ def _part_counts(n: int, shares: tuple[float, float, float]) -> list[int]:
 RULES = ("ranges", "groups")
 
 
-def split_rule(ids: list[str], min_run: int = MIN_RUN) -> str:
-    """"ranges" where most slices sit in long runs of consecutive indices (figshare: a patient is a
-    run), else "groups" (navoneel, phantoms: numbers that carry no patient, duplicates grouped)."""
-    in_runs = sum(len(block) for block in index_blocks(ids, min_run) if _is_run(block))
-    return "ranges" if in_runs * 2 >= len(ids) > 0 else "groups"
-
-
-def _is_run(block: list[str]) -> bool:
-    """Whether a block of index_blocks is one run of consecutive numbers (not a pool of short runs)."""
-    numbers = [_index_key(item_id)[1] for item_id in block]
-    return len(block) >= MIN_RUN and numbers == list(range(numbers[0], numbers[0] + len(block)))
-
-
 def by_groups(ids: list[str], groups: list[str], labels: list[str], shares: tuple[float, float, float] = PART_SHARES,
               seed: int = SEED) -> dict[str, str]:
     """{id: part}: whole groups (duplicates, a patient) drawn at random per label, cut by `shares`.
@@ -177,23 +164,28 @@ def by_groups(ids: list[str], groups: list[str], labels: list[str], shares: tupl
 
 
 def segmentation_parts(ids: list[str], groups: list[str], labels: list[str], leave_out: int | None = None,
-                       shares: tuple[float, float, float] = PART_SHARES) -> tuple[dict[str, str], str]:
-    """({id: part}, the rule used) for one source of mask-labelled slices, by its own rule (split_rule).
+                       shares: tuple[float, float, float] = PART_SHARES, rule: str = "ranges",
+                       blocks: list[str] | None = None) -> tuple[dict[str, str], str]:
+    """({id: part}, the rule as said in reports) for one source of mask-labelled slices.
 
-    `leave_out` k (from 1) holds out the k-th block of consecutive indices of a "ranges" source whole as
-    the test part, and cuts the other blocks into training and validation: a score on a range the
-    network never saw (figshare's blocks are tumour types); slices elsewhere in a duplicate group of a
-    held-out slice are UNUSED rather than trained on. A "groups" source ignores it."""
-    rule = split_rule(ids)
+    rule "ranges": by_index_ranges (patient runs of consecutive indices); "groups": by_groups.
+    `leave_out` k (from 1, "ranges" only) holds out the k-th block whole as the test part, the
+    blocks named by `blocks` (one name per id, e.g. figshare's index_block) or else the runs of
+    index_blocks, and cuts the other blocks into training and validation: a score on a range the
+    network never saw (figshare's blocks are tumour types). Slices elsewhere in a duplicate group
+    of a held-out slice are UNUSED rather than trained on."""
+    if rule not in RULES:
+        raise ValueError(f"split rule {rule!r}: give one of {', '.join(RULES)}")
     if rule == "groups":
-        return by_groups(ids, groups, labels, shares), rule
+        return by_groups(ids, groups, labels, shares), "groups" + (" (--leave-out applies to ranges only)"
+                                                                   if leave_out else "")
     if not leave_out:
-        return by_index_ranges(ids, groups, shares), rule
-    blocks = [block for block in index_blocks(ids) if _is_run(block)]
-    if not 1 <= leave_out <= len(blocks):
-        raise ValueError(f"leave-out block {leave_out}: this source has {len(blocks)} blocks of consecutive "
-                         f"indices; give 1 to {len(blocks)}")
-    held = set(blocks[leave_out - 1])
+        return by_index_ranges(ids, groups, shares), "ranges"
+    held_blocks = _named_blocks(ids, blocks) if blocks else [b for b in index_blocks(ids) if _is_run(b)]
+    if not 1 <= leave_out <= len(held_blocks):
+        raise ValueError(f"leave-out block {leave_out}: this source has {len(held_blocks)} blocks of consecutive "
+                         f"indices; give 1 to {len(held_blocks)}")
+    held = set(held_blocks[leave_out - 1])
     group_of = dict(zip(ids, groups))
     held_groups = {group_of[item_id] for item_id in held}
     rest = [item_id for item_id in ids if item_id not in held]
@@ -201,8 +193,22 @@ def segmentation_parts(ids: list[str], groups: list[str], labels: list[str], lea
     part_of = (dict.fromkeys(rest, UNUSED) | by_index_ranges(kept, [group_of[i] for i in kept], (*shares[:2], 0.0))
                | dict.fromkeys(held, "test"))
     unused = len(rest) - len(kept)
-    return part_of, (f"ranges, block {leave_out} ({block_name(blocks[leave_out - 1])}) left out"
+    return part_of, (f"ranges, block {leave_out} ({block_name(sorted(held, key=_index_key))}) left out"
                      + (f"; {unused} near-duplicates of its slices unused" if unused else ""))
+
+
+def _is_run(block: list[str]) -> bool:
+    """Whether a block of index_blocks is one run of consecutive numbers (not a pool of short runs)."""
+    numbers = [_index_key(item_id)[1] for item_id in block]
+    return len(block) >= MIN_RUN and numbers == list(range(numbers[0], numbers[0] + len(block)))
+
+
+def _named_blocks(ids: list[str], names: list[str]) -> list[list[str]]:
+    """Ids per block name, the blocks in the order of their first index."""
+    members: dict[str, list[str]] = {}
+    for item_id, name in sorted(zip(ids, names), key=lambda pair: _index_key(pair[0])):
+        members.setdefault(name, []).append(item_id)
+    return list(members.values())
 
 
 def block_name(block: list[str]) -> str:

@@ -32,10 +32,11 @@ from tqdm.auto import tqdm
 from lib.acquire import sources
 from lib.common import manifest, splits
 from lib.common.io import ImageReadError, read_image, read_mask, write_png
+from lib.common.stage import read_lineage
 from lib.preprocess import clean
 
 PREPARED = "sources"  # 08's subfolder of prepared raw sources
-COLUMNS = ("source", "id", "label", "image_path", "mask_path", "head_mask_path", "kind", "group")
+COLUMNS = ("source", "id", "label", "image_path", "mask_path", "head_mask_path", "kind", "group", "block")
 
 
 class MaskSourceError(ValueError):
@@ -76,13 +77,13 @@ def from_stage_folder(folder: Path) -> pd.DataFrame:
     if "mask_path" not in df:
         df = df.assign(mask_path="")
     df = df[(df["mask_path"] != "") | (df["label"] == "no_tumor")]
-    rows = []
+    rows, index = [], index_columns(folder)
     for r in df.to_dict("records"):
         head = r.get("head_mask_path") or ""
         rows.append({"id": r["id"], "label": r["label"], "image_path": str(folder / manifest.slice_path(r)),
                      "mask_path": str(folder / r["mask_path"]) if r["mask_path"] else "",
-                     "head_mask_path": str(folder / head) if head else "",
-                     "kind": r.get("kind", ""), "group": r.get("dup_group") or r["id"]})
+                     "head_mask_path": str(folder / head) if head else "", "kind": "", "block": "",
+                     "group": r.get("dup_group") or r["id"]} | index.get(r["id"], {}))
     return pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "source"])
 
 
@@ -118,7 +119,7 @@ def prepare_raw(root: Path, dest: Path, size: int, skull_strip: bool) -> pd.Data
     entries = [e for e in raw_entries(Path(root)) if e.get("mask")]
     if not entries:
         raise MaskSourceError(f"{root}: no image has a mask of the same name in masks/")
-    extra = _index_columns(Path(root))
+    extra = index_columns(Path(root))
     rows = []
     for entry in tqdm(entries, desc=f"08 prepare {Path(root).name}", unit="img"):
         try:
@@ -151,17 +152,42 @@ def _prepare_one(entry: dict[str, Any], item_id: str, dest: Path, size: int, sku
     return {"id": item_id, "label": "tumor" if mask.any() else "no_tumor", "group": entry.get("group", ""), **paths}
 
 
-def _index_columns(root: Path) -> dict[str, dict[str, str]]:
-    """index.csv's tumour type (label_name) and patient per file stem, where the folder has one (01 --source
-    figshare keeps it in converted/)."""
-    path = next((p for p in (root / "index.csv", root / "converted" / "index.csv") if p.is_file()), None)
+def index_columns(root: Path) -> dict[str, dict[str, str]]:
+    """Per file stem, what the data set's index.csv says: tumour type (label_name -> kind), patient (-> group)
+    and block of consecutive indices (index_block -> block). Found beside a raw tree, in 01's converted/
+    (01 --source figshare), or, for a stage folder, where its lineage says 01 imported from."""
+    path = next((p for p in _index_files(Path(root)) if p.is_file()), None)
     if path is None:
         return {}
     index = pd.read_csv(path, dtype=str).fillna("")
     if "file" not in index:
         return {}
-    return {Path(r["file"]).stem: {"kind": r.get("label_name", ""), **({"group": r["patient"]} if r.get("patient") else {})}
+    return {Path(r["file"]).stem: {"kind": r.get("label_name", ""), "block": r.get("index_block", ""),
+                                   **({"group": r["patient"]} if r.get("patient") else {})}
             for r in index.to_dict("records")}
+
+
+def _index_files(root: Path) -> list[Path]:
+    """Where a source's index.csv may be: beside it, in 01's converted/, or in the folder 01 imported."""
+    found = [root / "index.csv", root / "converted" / "index.csv"]
+    origin = _first_stage(root)
+    if origin is not None:
+        folder, settings = origin
+        found += [folder / "converted" / "index.csv"]
+        if settings.get("path"):
+            found += [Path(settings["path"]) / "index.csv", folder / settings["path"] / "index.csv"]
+    return found
+
+
+def _first_stage(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(01's folder, its settings) behind a stage folder, following each lineage.json's `in` input."""
+    lineage = read_lineage(folder)
+    while lineage and lineage.get("stage") != "01_download":
+        entry = (lineage.get("inputs") or {}).get("in")
+        if not entry or not entry.get("path"):
+            return None
+        folder, lineage = (folder / entry["path"]).resolve(), entry.get("lineage")
+    return (folder, lineage["settings"]) if lineage else None
 
 
 def _absolute(table: pd.DataFrame, folder: Path) -> pd.DataFrame:
@@ -176,7 +202,15 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def with_parts(rows: pd.DataFrame, leave_out: int | None = None) -> tuple[pd.DataFrame, str]:
-    """One source's rows with its part (lib.common.splits.segmentation_parts) and the rule used."""
-    part, rule = splits.segmentation_parts(list(rows["id"]), list(rows["group"]), list(rows["label"]), leave_out)
-    return rows.assign(part=rows["id"].map(part)), rule
+def with_parts(rows: pd.DataFrame, leave_out: int | None = None, rule: str = "auto") -> tuple[pd.DataFrame, str]:
+    """One source's rows with its part (lib.common.splits.segmentation_parts) and the rule used.
+
+    "auto" is "ranges" where the source's index.csv names blocks of consecutive indices (figshare:
+    a patient is a run of indices), else "groups": navoneel's and the phantoms' numbers are
+    consecutive too, but carry no patient, so only duplicates (or index.csv's patients) are kept whole."""
+    blocks = rows["block"] if "block" in rows else pd.Series("", index=rows.index)
+    if rule == "auto":
+        rule = "ranges" if len(rows) and (blocks != "").all() else "groups"
+    part, said = splits.segmentation_parts(list(rows["id"]), list(rows["group"]), list(rows["label"]), leave_out,
+                                           rule=rule, blocks=list(blocks) if rule == "ranges" else None)
+    return rows.assign(part=rows["id"].map(part)), said

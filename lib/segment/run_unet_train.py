@@ -119,7 +119,7 @@ def all_sources(df: pd.DataFrame, args: argparse.Namespace) -> tuple[pd.DataFram
     """Every slice 08 uses, one row each, with its source, role (input, extra, score), part, target and
     weight; and per source its split rule and counts (metrics.json: sources)."""
     out: Path = args.out
-    inputs, rule = with_parts(manifest.rebase(df, args.in_dir, out), args.leave_out)
+    inputs, rule = with_parts(manifest.rebase(df, args.in_dir, out), args.in_dir, args.leave_out, args.split)
     frames, rules = [inputs.assign(source=INPUT, role="input")], {INPUT: _rule(inputs, str(args.in_dir), rule)}
     size, skull_strip = _clean_settings(inputs, out, args.in_dir)
     roles = [("extra", folder) for folder in args.extra_masks] + [("score", folder) for folder in args.score_on]
@@ -159,12 +159,18 @@ def _clean_settings(inputs: pd.DataFrame, out: Path, in_dir: Path) -> tuple[int,
     return (int(first.shape[0]) if first is not None else 256), False
 
 
-def with_parts(rows: pd.DataFrame, leave_out: int | None = None) -> tuple[pd.DataFrame, str]:
+def with_parts(rows: pd.DataFrame, in_dir: Path, leave_out: int | None = None,
+               rule: str = "auto") -> tuple[pd.DataFrame, str]:
     """The usable slices (read, labelled), each with its part by its source's rule (mask_sources.with_parts),
-    and the rule."""
+    and the rule; tumour type, patient and index block come from the data set's index.csv where it has one."""
     rows = rows[(rows["status"] == "ok") & rows["label"].isin(["tumor", "no_tumor"])].reset_index(drop=True)
+    index = mask_sources.index_columns(in_dir)
+    found = pd.DataFrame([index.get(i, {}) for i in rows["id"]], index=rows.index)
     group = rows["dup_group"] if "dup_group" in rows else rows["id"]
-    return mask_sources.with_parts(rows.assign(group=group, kind=rows.get("kind", "")), leave_out)
+    rows = rows.assign(group=found.get("group", pd.Series(index=rows.index, dtype=str)).fillna(group),
+                       kind=found.get("kind", "").fillna("") if "kind" in found else "",
+                       block=found.get("block", "").fillna("") if "block" in found else "")
+    return mask_sources.with_parts(rows, leave_out, rule)
 
 
 def _target_kind(row: dict[str, Any], masks: str) -> str:

@@ -60,15 +60,17 @@ def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
     return float(values.mean()), low, high
 
 
-def candidate_rows(candidate: str, folders: list[Path]) -> list[dict[str, object]]:
-    """Table rows of one candidate: each fold, all folds pooled, then each --score-on source (mean over folds'
-    models is not taken: each fold's model scores the source, and the pooled slices give one mean)."""
+def candidate_rows(candidate: str, folders: dict[int, Path]) -> list[dict[str, object]]:
+    """Table rows of one candidate: each fold, all folds pooled, each tumour type, then each --score-on source
+    (each fold's model scores the source; the pooled slices give one mean)."""
     tables = [pd.read_csv(f / "per_image.csv", dtype={"kind": str}).fillna({"kind": ""}).assign(fold=k)
-              for k, f in zip(FOLDS, folders)]
+              for k, f in folders.items()]
     per_image = pd.concat(tables, ignore_index=True)
     rows = []
     held = per_image[per_image["role"] == "input"]
-    for name, part in [*((f"fold {k}", held[held["fold"] == k]) for k in FOLDS), ("all folds", held)]:
+    by_fold = [(f"fold {k}", held[held["fold"] == k]) for k in folders]
+    by_type = [(f"type {kind}", part) for kind, part in held.groupby("kind") if kind]
+    for name, part in [*by_fold, *(([("all folds", held)] + by_type) if len(folders) > 1 else [])]:
         rows.append(_row(candidate, "figshare left out", name, part))
     for source, part in per_image[per_image["role"] == "score"].groupby("source"):
         rows.append(_row(candidate, source, "every fold's model", part))
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="figshare stage folder (02 or later) with true masks")
     p.add_argument("--score-on", nargs="*", type=Path, default=[], help="sources scored only (phantoms, LGG)")
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    p.add_argument("--folds", nargs="+", type=int, default=list(FOLDS), choices=FOLDS,
+                   help="the figshare blocks to leave out, one run each (a CPU may manage one LiteMedSAM fold)")
     p.add_argument("--refine", action="store_true", help="test with 08 --refine sam (scores both ways; slower)")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "seg_selection")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "seg_selection.json")
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for candidate in args.candidates:
         name = candidate + (" --refine sam" if args.refine else "")
-        rows += candidate_rows(name, [run_fold(candidate, k, args) for k in FOLDS])
+        rows += candidate_rows(name, {k: run_fold(candidate, k, args) for k in args.folds})
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,9 +3,10 @@
 1. Sources: the input folder, plus every `--extra-masks` folder of true masks
    (lib.segment.mask_sources: images/ + masks/ trees are cleaned as 02 cleans).
    Each is split by its own rule (lib.common.splits.segmentation_parts): contiguous
-   index ranges where slices come in patient runs (figshare), never at random, so
-   neighbouring slices of one patient stay on one side; whole duplicate groups
-   drawn per label elsewhere (navoneel, phantoms). `--leave-out K` holds out
+   index ranges where the data set's index.csv names blocks of them (figshare, whose
+   patients are runs of indices), never at random, so neighbouring slices of one
+   patient stay on one side; whole duplicate groups drawn per label elsewhere
+   (navoneel, phantoms: numbered files without patients). `--leave-out K` holds out
    block K of a ranged source whole as its test part. `--score-on` folders are
    only tested on, never trained on: the score on data from elsewhere.
 2. Training targets: `--masks pseudo` = 07's accepted SAM masks (tumour
@@ -56,6 +57,7 @@ from lib.segment import mask_metrics, mask_sources, postprocess, pseudo_label
 from lib.segment.models import TUNED, engine
 
 MASK_SOURCES = ("pseudo", "truth")
+INPUT = "input"  # the source name of 08's own input folder (others: lib.segment.mask_sources.source_name)
 TUNE_CHOICES = ("all", "top")  # what of LiteMedSAM learns: lib.segment.medsam_tuning.frozen_parts
 PRECISIONS = ("auto", "float32", "bfloat16")  # litemedsam: lib.segment.medsam_tuning.uses_bf16
 OVERLAYS = 16  # best and worst test slices shown
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     df = check_in_dir(args.in_dir, out)
     out.mkdir(parents=True, exist_ok=True)
     rows, rules = all_sources(df, args)
-    rows.drop(columns=["image"], errors="ignore").to_csv(out / "sources.csv", index=False)
+    rows.to_csv(out / "sources.csv", index=False)
     sam = _refiner(args.refine)  # before fit: a missing LiteMedSAM stops the run before hours of training
     trained = rows[rows["role"] != "score"]
     data = {name: training_pairs(trained[trained["part"] == name], out) for name in ("train", "val")}
@@ -140,9 +142,6 @@ def all_sources(df: pd.DataFrame, args: argparse.Namespace) -> tuple[pd.DataFram
     return rows, rules
 
 
-INPUT = "input"  # the source name of 08's own input folder
-
-
 def _rule(rows: pd.DataFrame, folder: str, rule: str) -> dict[str, Any]:
     """How a source was split, for metrics.json: its folder, rule and slices per part."""
     parts = rows["part"].value_counts()
@@ -165,11 +164,11 @@ def with_parts(rows: pd.DataFrame, in_dir: Path, leave_out: int | None = None,
     and the rule; tumour type, patient and index block come from the data set's index.csv where it has one."""
     rows = rows[(rows["status"] == "ok") & rows["label"].isin(["tumor", "no_tumor"])].reset_index(drop=True)
     index = mask_sources.index_columns(in_dir)
-    found = pd.DataFrame([index.get(i, {}) for i in rows["id"]], index=rows.index)
-    group = rows["dup_group"] if "dup_group" in rows else rows["id"]
-    rows = rows.assign(group=found.get("group", pd.Series(index=rows.index, dtype=str)).fillna(group),
-                       kind=found.get("kind", "").fillna("") if "kind" in found else "",
-                       block=found.get("block", "").fillna("") if "block" in found else "")
+    found = pd.DataFrame([index.get(i, {}) for i in rows["id"]], index=rows.index,
+                         columns=["kind", "block", "group"]).fillna("")
+    duplicates = rows["dup_group"] if "dup_group" in rows else rows["id"]
+    rows = rows.assign(kind=found["kind"], block=found["block"],
+                       group=found["group"].where(found["group"] != "", duplicates))
     return mask_sources.with_parts(rows, leave_out, rule)
 
 

@@ -112,7 +112,8 @@ def prepare_raw(root: Path, dest: Path, size: int, skull_strip: bool) -> pd.Data
 
     Unreadable files are skipped with a one-line warning each (the rest still trains); a rerun with
     the same settings reuses what was written (dest/settings.json, dest/manifest.csv)."""
-    settings = {"root": str(Path(root).resolve()), "size": int(size), "skull_strip": bool(skull_strip)}
+    settings = {"root": str(Path(root).resolve()), "size": int(size), "skull_strip": bool(skull_strip),
+                "columns": list(COLUMNS)}  # a table of older columns is prepared afresh
     done = dest / manifest.MANIFEST
     if done.is_file() and _read_json(dest / "settings.json") == settings:
         return _absolute(manifest.read(dest), dest)

@@ -85,6 +85,14 @@ def test_bundle_is_self_contained_with_a_model_card(tiny_bundle: Path) -> None:
     single["precision"], single["precision_ci"] = None, [None, None]
     row = next(line for line in bundle.model_card(settings, data).splitlines() if line.startswith("| best single"))
     assert row.split(" | ")[5].strip() == "n/a"  # model, ROC AUC, PR AUC, sensitivity, specificity, precision
+    # 08 with --extra-masks and --score-on: the card names the extra masks and gives each source's numbers
+    scores = {"tumour_images": 200, "dice_mean": 0.5, "dice_ci": [0.4, 0.6], "missed": 3,
+              "false_positive_images": 0, "tumour_free_images": 0}
+    settings["segmenter"] |= {"sources": {"input": "groups", "figshare": "ranges", "lgg": "scored only"},
+                              "test_by_source": {"figshare": scores, "lgg": scores}}
+    card = bundle.model_card(settings, data)
+    assert "masks, plus the true masks of figshare (" in card
+    assert "| lgg | never trained on | 200 | 0.500 [0.400, 0.600] | 3 | 0/0 |" in card
     assert not list(tiny_bundle.parent.glob("bundle.partial")) and not list(tiny_bundle.parent.glob("bundle.old"))
 
 

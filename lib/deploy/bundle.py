@@ -188,7 +188,7 @@ def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
         f"- Decision: `tumor` when the calibrated probability is >= {chosen['threshold']:.3f},"
         f" chosen on out-of-fold predictions to find {chosen['target_sensitivity']:.0%}"
         " of tumours (a missed tumour costs more than a false alarm).",
-        f"- Mask: {seg.get('architecture', 'none')} trained on {seg.get('masks', '-')} masks "
+        f"- Mask: {seg.get('architecture', 'none')} trained on {seg.get('masks', '-')} masks{_extra_masks(seg)} "
         f"({seg.get('image_size', '-')} px input){_segmenter_members(seg)}." if seg else "- Mask: none in this bundle.",
         "",
         "## Data",
@@ -236,6 +236,12 @@ def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
         f"Built {settings['created']} with {', '.join(f'{k} {v}' for k, v in settings['versions'].items())}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _extra_masks(seg: dict[str, Any]) -> str:
+    """", plus the true masks of figshare_seg" where 08 trained on --extra-masks folders too."""
+    extra = [name for name, rule in (seg.get("sources") or {}).items() if name != "input" and rule != "scored only"]
+    return f", plus the true masks of {', '.join(extra)}" if extra else ""
 
 
 def _segmenter_sources(seg: dict[str, Any]) -> list[str]:

@@ -39,3 +39,11 @@ def test_a_model_that_wins_inside_but_loses_outside_is_named() -> None:
     assert verdict["verdicts"][0].startswith("fusion wins inside (ROC AUC 0.960) but loses on figshare")
     assert verdict["verdicts"][1] == "fusion wins inside and on phantoms (roc_auc 0.700)"
     assert stage06.external_verdict({"cnn": _model(0.8)}) == {"inside": "cnn", "outside": {}, "verdicts": []}
+
+
+def test_the_shortcut_baseline_is_never_the_winner_outside() -> None:
+    results = {"features": _model(0.95, figshare={"sensitivity": 0.98}),
+               "metadata": _model(0.80, figshare={"sensitivity": 1.0})}  # calls every figshare-like file a tumour
+    verdict = stage06.external_verdict(results)
+    assert verdict["outside"]["figshare"]["best"] == "features" and "metadata" not in verdict["outside"]["figshare"][
+        "values"]

@@ -31,6 +31,7 @@ VAL_SHARE = 0.2  # inner validation part of each training fold (1 of 5 inner gro
 IMAGE_FAMILIES = ("cnn", "vgg16", "resnet50", "efficientnetv2b0", "efficientnetv2s", "convnext_tiny")
 TABLE_FAMILIES = ("features", "medsam_embed", "fusion", "metadata")
 FAMILIES = IMAGE_FAMILIES + TABLE_FAMILIES
+SHORTCUTS = ("metadata",)  # file properties only: a baseline to beat, never a model to ship
 
 
 @dataclass

@@ -29,6 +29,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from lib.classify import kfold
 from lib.common import metrics
 
 COMBINERS = ("best", "mean", "weighted", "stacking")  # in order of preference when they tie
@@ -36,7 +37,7 @@ CALIBRATORS = ("platt", "isotonic")
 # Isotonic regression is a step function: it ties the scores within each step and so lowers the ROC AUC
 # (navoneel, nested: 0.943 against 0.958 with Platt). It is chosen only when it calibrates clearly better.
 ISOTONIC_MARGIN = 0.01  # lower cross-validated ECE needed, absolute
-NOT_DEPLOYED = ("metadata",)  # the file-metadata shortcut is a warning baseline, never an ensemble member
+NOT_DEPLOYED = kfold.SHORTCUTS  # the file-metadata shortcut is a warning baseline, never an ensemble member
 STACKING_C = 1.0  # inverse L2 strength of the stacking logistic regression (few members, ~250 slices)
 EPS = 1e-6  # probabilities are clipped to [EPS, 1 - EPS] before a logit
 

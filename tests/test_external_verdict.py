@@ -37,6 +37,10 @@ def test_a_model_that_wins_inside_but_loses_outside_is_named() -> None:
                                               "values": {"fusion": 0.80, "features": 0.99}}
     assert verdict["outside"]["phantoms"]["best"] == "fusion" and verdict["outside"]["phantoms"]["by"] == "roc_auc"
     assert verdict["verdicts"][0].startswith("fusion wins inside (ROC AUC 0.960) but loses on figshare")
+    assert "overlap" not in verdict["verdicts"][0]  # no intervals given
+    results["fusion"]["external"]["figshare"]["sensitivity_ci"] = [0.7, 0.9]
+    results["features"]["external"]["figshare"]["sensitivity_ci"] = [0.85, 1.0]
+    assert stage06.external_verdict(results)["verdicts"][0].endswith("; the 95 % intervals overlap")
     assert verdict["verdicts"][1] == "fusion wins inside and on phantoms (roc_auc 0.700)"
     assert stage06.external_verdict({"cnn": _model(0.8)}) == {"inside": "cnn", "outside": {}, "verdicts": []}
 
@@ -47,3 +51,9 @@ def test_the_shortcut_baseline_is_never_the_winner_outside() -> None:
     verdict = stage06.external_verdict(results)
     assert verdict["outside"]["figshare"]["best"] == "features" and "metadata" not in verdict["outside"]["figshare"][
         "values"]
+
+
+def test_the_verdict_reads_metrics_back_from_json_where_undefined_ones_are_null() -> None:
+    results = {"fusion": _model(0.96, figshare={"sensitivity": 0.9, "roc_auc": None}),
+               "features": _model(0.90, figshare={"sensitivity": 0.95, "roc_auc": None})}
+    assert stage06.external_verdict(results)["outside"]["figshare"]["by"] == "sensitivity"

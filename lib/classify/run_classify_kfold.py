@@ -238,22 +238,34 @@ def external_verdict(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     The shortcut baseline (kfold.SHORTCUTS) is left out: it finds every tumour of an all-tumour set by
     calling every slice of that format a tumour, which is no model to ship."""
     results = {name: r for name, r in results.items() if name not in kfold.SHORTCUTS}
-    ranked = {name: r["roc_auc"] for name, r in results.items() if r["roc_auc"] == r["roc_auc"]}
+    ranked = {name: r["roc_auc"] for name, r in results.items() if _finite(r["roc_auc"])}
     inside = max(ranked, key=ranked.get) if ranked else None
     outside, verdicts = {}, []
     sources = sorted({src for r in results.values() for src in (r.get("external") or {})})
     for src in sources:
         scored = {name: r["external"][src] for name, r in results.items() if src in (r.get("external") or {})}
-        key = "roc_auc" if all(s["roc_auc"] == s["roc_auc"] for s in scored.values()) else "sensitivity"
+        key = "roc_auc" if all(_finite(s["roc_auc"]) for s in scored.values()) else "sensitivity"
         best = max(scored, key=lambda name: scored[name][key] if scored[name][key] is not None else -1)
         outside[src] = {"best": best, "by": key, "values": {n: s[key] for n, s in scored.items()}}
         if inside and best != inside and scored[best][key] > scored[inside][key]:
             verdicts.append(f"{inside} wins inside (ROC AUC {number_text(ranked[inside])}) but loses on {src}: "
                             f"{key} {number_text(scored[inside][key])} against {number_text(scored[best][key])} "
-                            f"for {best}")
+                            f"for {best}" + _overlap(scored[inside].get(f"{key}_ci"), scored[best].get(f"{key}_ci")))
         elif inside:
             verdicts.append(f"{inside} wins inside and on {src} ({key} {number_text(scored[inside][key])})")
     return {"inside": inside, "outside": outside, "verdicts": verdicts}
+
+
+def _overlap(first: Any, second: Any) -> str:
+    """"; the 95 % intervals overlap" where two scores' intervals do: a difference chance may explain."""
+    if not first or not second or not all(_finite(v) for v in (*first, *second)):
+        return ""
+    return "; the 95 % intervals overlap" if first[0] <= second[1] and second[0] <= first[1] else ""
+
+
+def _finite(value: float | None) -> bool:
+    """A metric that exists: not NaN in memory, not null as read back from metrics.json."""
+    return value is not None and value == value
 
 
 def has_fold_models(model_dir: Path) -> bool:

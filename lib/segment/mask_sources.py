@@ -44,11 +44,10 @@ class MaskSourceError(ValueError):
 
 
 def source_name(folder: Path, taken: set[str]) -> str:
-    """A short unique name for a source: its folder's name ("figshare_seg"), or with its parent's for a stage
-    folder ("figshare/02_clean"), numbered when taken."""
+    """A short unique name for a source, safe as a folder name: its folder's name ("figshare_seg"), or with its
+    parent's for a stage folder ("figshare_02_clean"), numbered when taken."""
     folder = Path(folder).resolve()
-    base = f"{folder.parent.name}/{folder.name}" if (folder / manifest.MANIFEST).is_file() else folder.name
-    base = base.replace("/", "_")
+    base = f"{folder.parent.name}_{folder.name}" if (folder / manifest.MANIFEST).is_file() else folder.name
     name, k = base, 2
     while name in taken:
         name, k = f"{base}-{k}", k + 1

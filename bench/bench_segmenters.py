@@ -50,7 +50,7 @@ def main() -> int:
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "segmenters.json")
     args = p.parse_args()
     sam = segmenters.load("litemedsam") if args.refine else None  # PyTorch before any Keras model
-    rows = run_unet_train.with_parts(manifest.read(args.in_dir))
+    rows, _ = run_unet_train.with_parts(manifest.read(args.in_dir), args.in_dir)  # 08's own split rule
     test = run_unet_train.scored_slices(rows[rows["part"] == "test"], args.in_dir)
     if not test:
         print(f"error: no test slices with true masks in {args.in_dir}", file=sys.stderr)

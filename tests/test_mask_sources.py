@@ -85,6 +85,9 @@ def test_consecutive_numbers_without_named_blocks_split_by_groups(tmp_path: Path
     rows = mask_sources.load(tree, "tree", tmp_path / "prepared", size=64).assign(block="")  # navoneel: Y1, Y2, ...
     parts, rule = mask_sources.with_parts(rows, leave_out=1)
     assert rule.startswith("groups") and set(parts["part"]) == {"train", "val", "test"}
+    two_runs = rows.assign(id=[f"cheng_{i:04d}" for i in (*range(1, 13), *range(101, 113))])
+    forced, rule = mask_sources.with_parts(two_runs, leave_out=2, rule="ranges")  # 08 --split ranges: index runs
+    assert list(forced.loc[forced["part"] == "test", "id"]) == list(two_runs["id"][12:])
 
 
 def test_a_stage_folder_finds_its_data_sets_index_through_its_lineage(tmp_path: Path) -> None:

@@ -209,8 +209,9 @@ def with_parts(rows: pd.DataFrame, leave_out: int | None = None, rule: str = "au
     a patient is a run of indices), else "groups": navoneel's and the phantoms' numbers are
     consecutive too, but carry no patient, so only duplicates (or index.csv's patients) are kept whole."""
     blocks = rows["block"] if "block" in rows else pd.Series("", index=rows.index)
+    named = bool(len(rows)) and bool((blocks != "").all())
     if rule == "auto":
-        rule = "ranges" if len(rows) and (blocks != "").all() else "groups"
+        rule = "ranges" if named else "groups"
     part, said = splits.segmentation_parts(list(rows["id"]), list(rows["group"]), list(rows["label"]), leave_out,
-                                           rule=rule, blocks=list(blocks) if rule == "ranges" else None)
+                                           rule=rule, blocks=list(blocks) if named else None)  # else: index runs
     return rows.assign(part=rows["id"].map(part)), said

@@ -56,3 +56,7 @@ def test_one_class_only_gives_nan_auc_not_an_error() -> None:
     assert metrics.number_text(0.12345) == "0.123" and metrics.interval_text((0.1, 0.25)) == "[0.100, 0.250]"
     assert metrics.interval_text(np.array([0.1, 0.25])) == "[0.100, 0.250]" and metrics.interval_text(None) == ""
     assert metrics.rounded(None) is None and metrics.rounded(0.12345) == 0.123
+    # the one rate that exists keeps its interval; the others have none
+    found = metrics.summary(np.ones(40, bool), np.linspace(0, 1, 40), threshold=0.5, rounds=200)["operating"]
+    low, high = found["sensitivity_ci"]
+    assert low < found["sensitivity"] < high and "specificity_ci" not in found and "precision_ci" not in found

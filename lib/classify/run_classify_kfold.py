@@ -216,11 +216,6 @@ def external_scores(external: list[tuple[pd.DataFrame, Path]], prob: np.ndarray,
         start += len(y)
         found = metrics.summary(y, part, threshold)
         op = found["operating"]
-        margin = part - threshold
-        for key, present in (("sensitivity", y.any()), ("specificity", (~y).any())):
-            if present and f"{key}_ci" not in op:  # one class only: summary gives no interval
-                op[f"{key}_ci"] = metrics.bootstrap_interval(y, margin, lambda a, b, k=key: metrics.at_threshold(
-                    a, b, 0.0)[k])
         scores[external_name(folder)] = {"folder": str(folder), "images": int(len(y)), "tumours": int(y.sum()),
                                          "roc_auc": found["roc_auc"], "roc_auc_ci": found["roc_auc_ci"],
                                          "sensitivity": op["sensitivity"] if y.any() else None,

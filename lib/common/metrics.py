@@ -117,8 +117,10 @@ def summary(y: np.ndarray, prob: np.ndarray, threshold: float | np.ndarray,
     margin = prob - np.asarray(threshold, float)
     out["operating"] = at_threshold(y, margin, 0.0)
     out["operating"]["threshold"] = float(np.median(threshold))
-    if both:
-        for key in ("sensitivity", "specificity", "precision", "f1"):
+    # With one class only (an all-tumour external set), the rate of that class still has an interval.
+    present = {"sensitivity": y.any(), "specificity": (~y).any(), "precision": both, "f1": both}
+    for key, defined in present.items():
+        if defined:
             out["operating"][f"{key}_ci"] = bootstrap_interval(y, margin, _at(0.0, key), rounds)
     out["at_0.5"] = at_threshold(y, prob, 0.5)
     out["brier"] = float(brier_score_loss(y, prob))

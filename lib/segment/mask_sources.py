@@ -58,8 +58,9 @@ def load(folder: Path, name: str, prepared_root: Path, size: int, skull_strip: b
     """The mask-labelled slices of `folder` (COLUMNS, absolute paths), preparing a raw tree first."""
     folder = Path(folder).resolve()  # 08 joins paths to its own folder: absolute ones stay as they are
     prepared_root = Path(prepared_root).resolve()
-    if (folder / manifest.MANIFEST).is_file() and _cleaned(folder):
-        rows = from_stage_folder(folder)
+    stage = manifest.read(folder) if (folder / manifest.MANIFEST).is_file() else None
+    if stage is not None and "square_box" in stage.columns:  # 02 or later cleaned it; 01's rows are raw files
+        rows = from_stage_folder(folder, stage)
     else:
         rows = prepare_raw(folder, prepared_root / name, size, skull_strip)
     rows = rows.assign(source=name)
@@ -69,9 +70,9 @@ def load(folder: Path, name: str, prepared_root: Path, size: int, skull_strip: b
     return rows[list(COLUMNS)]
 
 
-def from_stage_folder(folder: Path) -> pd.DataFrame:
-    """The ok rows of a stage folder that have a true mask or a tumour-free label, with absolute paths."""
-    df = manifest.read(folder)
+def from_stage_folder(folder: Path, df: pd.DataFrame) -> pd.DataFrame:
+    """The ok rows of a stage folder's manifest `df` that have a true mask or a tumour-free label, with absolute
+    paths."""
     df = manifest.ok_rows(df)
     if "mask_path" not in df:
         df = df.assign(mask_path="")
@@ -84,11 +85,6 @@ def from_stage_folder(folder: Path) -> pd.DataFrame:
                      "head_mask_path": str(folder / head) if head else "", "kind": "", "block": "",
                      "group": r.get("dup_group") or r["id"]} | index.get(r["id"], {}))
     return pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "source"])
-
-
-def _cleaned(folder: Path) -> bool:
-    """Whether a stage folder's slices went through 02 (01's are raw files, cleaned here first)."""
-    return "square_box" in manifest.read(folder).columns
 
 
 def raw_entries(root: Path) -> list[dict[str, Any]]:

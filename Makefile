@@ -5,7 +5,7 @@
 #   make all N=500                             # a larger phantom set
 #   make all DATA=runs/navoneel DOWNLOAD_ARGS="--source folder --path ../shared/data/navoneel"
 #   make all DATA=runs/kaggle DOWNLOAD_ARGS="--source kaggle"
-#   make all ... EXTRA_MASKS=../shared/data/figshare_seg   # 08 also trains on true masks (make figshare: Kaggle)
+#   make all EXTRA_MASKS=../shared/data/figshare_seg       # 08 also trains on true masks (make figshare: Kaggle)
 #   make all FORCE=--force                     # redo every item (after a code change)
 #   make demo                                  # serve artifacts/bundle on http://127.0.0.1:7860
 #   make test-fast                             # the tests not marked slow, for the edit loop

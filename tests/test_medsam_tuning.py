@@ -189,6 +189,6 @@ def test_slice_weights_scale_each_slices_share_of_the_loss() -> None:
     alone = [float(medsam_tuning.dice_bce(logits[i:i + 1], target[i:i + 1])) for i in range(3)]
     weighed = float(medsam_tuning.dice_bce(logits, target, torch.tensor([2.0, 0.0, 1.0])))
     assert weighed == pytest.approx((2 * alone[0] + alone[2]) / 3, rel=1e-5)
-    assert medsam_tuning._weights([1, 1, 1], 3) is None  # all ones: the plain mean, the same checkpoint as before
+    assert medsam_tuning.loss_weights([1, 1, 1], 3) is None  # all ones: the plain mean, the same checkpoint as before
     with pytest.raises(ValueError, match="2 weights for 3 slices"):
-        medsam_tuning._weights([1, 2], 3)
+        medsam_tuning.loss_weights([1, 2], 3)

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lib.common import medsam
-from lib.common.fingerprint import fingerprint
+from lib.common.fingerprint import fingerprint, loss_weights
 from lib.common.io import to_grey
 from lib.common.torch_checkpoint import TrainingCheckpoint
 from lib.regions.candidates import mask_box
@@ -224,16 +224,6 @@ class Schedule:
         self.step, self.start = int(step), time.perf_counter() - float(elapsed)
 
 
-def _weights(weights: Sequence[float] | None, n: int) -> np.ndarray | None:
-    """Per-slice loss weights as float32, or None where there are none or all are 1 (the plain mean, as before)."""
-    if weights is None:
-        return None
-    array = np.asarray(weights, np.float32)
-    if len(array) != n:
-        raise ValueError(f"{len(array)} weights for {n} slices")
-    return None if np.all(array == 1) else array
-
-
 def frozen_parts(model: HeadPromptedSAM, tune: str) -> list[torch.nn.Module]:
     """The encoder parts that keep their pretrained weights (no gradients, fixed BatchNorm statistics).
 
@@ -257,7 +247,7 @@ class _Run:
                  weights: Sequence[float] | None = None) -> None:
         torch.manual_seed(seed)
         self.x, self.y = frame_images(images)[..., None], frame_masks(masks)[..., None]
-        self.weights = _weights(weights, len(self.x))
+        self.weights = loss_weights(weights, len(self.x))
         self.model, self.batch_size = build(precision), batch_size
         self.frozen = frozen_parts(self.model, tune)
         for part in self.frozen:

@@ -61,7 +61,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from lib.common.fingerprint import fingerprint
+from lib.common.fingerprint import fingerprint, loss_weights
 from lib.common.keras_checkpoint import CHECKPOINT_DIR, EpochCheckpoint
 from lib.segment.paired_augment import PairedAugment
 
@@ -328,12 +328,11 @@ class SliceSequence(keras.utils.PyDataset):
                  batch_size: int = BATCH_SIZE, shuffle: bool = False, augment: bool | PairedAugment = False,
                  seed: int = 0, weights: Sequence[float] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if len(images) != len(masks) or (weights is not None and len(weights) != len(images)):
-            raise ValueError(f"{len(images)} images but {len(masks)} masks"
-                             + ("" if weights is None else f" and {len(weights)} weights"))
+        if len(images) != len(masks):
+            raise ValueError(f"{len(images)} images but {len(masks)} masks")
+        self.w = loss_weights(weights, len(images))
         self.x = prepare_images(images, image_size)
         self.y = prepare_masks(masks, image_size)
-        self.w = None if weights is None or np.all(np.asarray(weights) == 1) else np.asarray(weights, np.float32)
         self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, int(seed)
         self.augment = PairedAugment(seed=seed + 1) if augment is True else (augment or None)
         self.start_epoch(0)

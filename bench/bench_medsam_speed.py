@@ -1,4 +1,4 @@
-"""Benchmark: LiteMedSAM's frozen encoder per slice, float32 against bfloat16, with the tolerance checks.
+"""Benchmark: LiteMedSAM's frozen encoder per slice in each runtime and precision, with the tolerance checks.
 
 Why: the encoder (about 75 GFLOP per 256 px slice) is what LiteMedSAM costs in
 06's medsam_embed / fusion, 07's labels, 08's --refine sam and the demo. Each
@@ -10,22 +10,31 @@ route is timed on the same slices in the same run, after a warm-up, at batch 1
 - with --classifier DIR (a stage folder with labels, e.g. navoneel's 02_clean):
   grouped 5-fold logistic regression on the pooled embeddings, ROC AUC within
   0.005 of float32's.
-Routes: `float32`; `bf16-autocast` (float32 weights under torch.autocast);
-`bfloat16` (weights and input cast: what medsam.PRECISION "auto" takes where
-bfloat16 is native). Writes bench/results/medsam_speed.json.
+Routes, each run by lib.common.medsam unless named otherwise:
+- PyTorch: `float32`; `bf16-autocast` (float32 weights under torch.autocast);
+  `bfloat16` (weights and input cast); `torch-compile` (inductor, bfloat16);
+- OpenVINO (lib.common.openvino_runtime): `openvino-f32`, `openvino-bf16` (what
+  medsam's "auto" runtime and precision take on a CPU with native bfloat16);
+- `onnxruntime`: the float32 encoder exported to ONNX (skipped where onnx and
+  onnxruntime are not installed: they are not in requirements.txt).
+Writes bench/results/medsam_speed.json.
 
     python bench/bench_medsam_speed.py [--slices 12] [--real ../shared/data/figshare_seg]
-                                       [--classifier runs/navoneel/02_clean]
+                                       [--classifier runs/navoneel/02_clean] [--routes float32 openvino-bf16]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import os
 import platform
 import sys
+import tempfile
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,25 +50,63 @@ from lib.preprocess import clean  # noqa: E402
 from lib.regions import candidates  # noqa: E402
 from lib.segment.mask_metrics import dice  # noqa: E402
 
-ROUTES = {  # name -> (encoder precision, autocast around it)
-    "float32": ("float32", False),
-    "bf16-autocast": ("float32", True),
-    "bfloat16": ("bfloat16", False),
-}
 TOLERANCE = {"pooled_cosine_min": 0.999, "mask_dice_mean": 0.99, "auc_change_max": 0.005}
+Encoder = Callable[[np.ndarray], np.ndarray]  # one cleaned slice -> its (256, 64, 64) float32 map
 
 
-def encode(images: list[np.ndarray], route: str) -> tuple[np.ndarray, list[float]]:
-    """Encoder maps of `images` one at a time, and the seconds each took (a warm-up first)."""
-    precision, autocast = ROUTES[route]
+def medsam_route(runtime: str, precision: str, autocast: bool = False) -> Encoder:
+    """The encoder as lib.common.medsam runs it with this runtime and precision."""
     context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-    with context:
-        medsam.embed_image(images[:1], precision=precision)  # builds the model, warms the kernels
-        maps, seconds = [], []
-        for image in images:
-            start = time.perf_counter()
-            maps.append(medsam.embed_image([image], precision=precision)[0])
-            seconds.append(time.perf_counter() - start)
+
+    def encode(image: np.ndarray) -> np.ndarray:
+        with context:
+            return medsam.embed_image([image], precision=precision, runtime=runtime)[0]
+
+    return encode
+
+
+def compiled_route() -> Encoder:
+    """torch.compile (inductor) of the bfloat16 encoder, as medsam.COMPILE does; the compile is the warm-up."""
+    medsam.COMPILE = True
+    medsam._load.cache_clear()  # a fresh model for the compiled one; the eager routes keep theirs in their own runs
+    return medsam_route("torch", "bfloat16")
+
+
+def onnxruntime_route() -> Encoder:
+    """The float32 encoder exported to ONNX and run by ONNX Runtime (bench only: onnx and onnxruntime, not pinned)."""
+    import onnxruntime
+
+    path = Path(tempfile.mkdtemp()) / "encoder.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(medsam.network().image_encoder.eval(), (torch.zeros(1, 3, 256, 256),), str(path),
+                          input_names=["image"], output_names=["map"], opset_version=17, dynamo=False)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = medsam.NUM_THREADS
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda image: session.run(None, {"image": medsam.preprocess(image)[None].numpy()})[0][0]
+
+
+ROUTES: dict[str, Callable[[], Encoder]] = {
+    "float32": lambda: medsam_route("torch", "float32"),
+    "bf16-autocast": lambda: medsam_route("torch", "float32", autocast=True),
+    "bfloat16": lambda: medsam_route("torch", "bfloat16"),
+    "openvino-f32": lambda: medsam_route("openvino", "float32"),
+    "openvino-bf16": lambda: medsam_route("openvino", "bfloat16"),
+    "onnxruntime": onnxruntime_route,
+    "torch-compile": compiled_route,
+}
+DEFAULT_ROUTES = ["float32", "bf16-autocast", "bfloat16", "openvino-f32", "openvino-bf16", "onnxruntime"]
+
+
+def encode(images: list[np.ndarray], encoder: Encoder) -> tuple[np.ndarray, list[float]]:
+    """Encoder maps of `images` one at a time, and the seconds each took (a warm-up first)."""
+    encoder(images[0])  # builds or converts the model, warms the kernels
+    maps, seconds = [], []
+    for image in images:
+        start = time.perf_counter()
+        maps.append(encoder(image))
+        seconds.append(time.perf_counter() - start)
     return np.stack(maps), seconds
 
 
@@ -95,7 +142,7 @@ def compare(reference: np.ndarray, maps: np.ndarray, slices: list[tuple[np.ndarr
             "mask_dice_min": min(dices), "mask_dice_mean": float(np.mean(dices))}
 
 
-def classifier_auc(folder: Path, route: str) -> float:
+def classifier_auc(folder: Path, encoder: Encoder) -> float:
     """Grouped 5-fold ROC AUC of a logistic regression on the pooled embeddings of a labelled stage folder."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -106,9 +153,7 @@ def classifier_auc(folder: Path, route: str) -> float:
     rows = manifest.read(folder)
     rows = rows[(rows["status"] == "ok") & rows["label"].isin(["tumor", "no_tumor"])]
     images = [read_image(folder / p).pixels for p in rows["image_path"]]
-    precision, autocast = ROUTES[route]
-    with torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext():
-        x = medsam.pooled_embeddings(images, precision=precision)
+    x = np.concatenate([medsam.pool(torch.from_numpy(encoder(image)[None])).numpy() for image in images])
     y = (rows["label"] == "tumor").to_numpy(int)
     model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
     folds = StratifiedGroupKFold(5, shuffle=True, random_state=0)
@@ -121,7 +166,8 @@ def main() -> int:
     p.add_argument("--slices", type=int, default=12, help="slices timed and checked per route")
     p.add_argument("--real", type=Path, default=None,
                    help="images/ + masks/ folder of real slices to use instead of phantoms (e.g. figshare_seg)")
-    p.add_argument("--routes", nargs="+", default=list(ROUTES), choices=list(ROUTES))
+    p.add_argument("--routes", nargs="+", default=DEFAULT_ROUTES, choices=list(ROUTES),
+                   help="torch-compile is left out by default: its compile takes minutes")
     p.add_argument("--classifier", type=Path, default=None, help="labelled stage folder for the AUC check")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "medsam_speed.json")
     args = p.parse_args()
@@ -129,11 +175,16 @@ def main() -> int:
     images = [image for image, _ in slices]
     rows, reference = [], None
     for route in ["float32"] + [r for r in args.routes if r != "float32"]:
-        maps, seconds = encode(images, route)
+        try:
+            encoder = ROUTES[route]()
+        except ImportError as err:
+            print(f"skipped {route}: {err}")
+            continue
+        maps, seconds = encode(images, encoder)
         reference = maps if reference is None else reference
         row = {"route": route, "seconds_per_slice": float(np.median(seconds)), **compare(reference, maps, slices)}
         if args.classifier:
-            row["roc_auc"] = classifier_auc(args.classifier, route)
+            row["roc_auc"] = classifier_auc(args.classifier, encoder)
         rows.append(row)
     for row in rows:
         row["speedup"] = rows[0]["seconds_per_slice"] / row["seconds_per_slice"]
@@ -143,6 +194,7 @@ def main() -> int:
                                    and (row["auc_change"] is None or row["auc_change"] <= TOLERANCE["auc_change_max"]))
     print_table(rows, args)
     write_json_atomic(args.json, {"machine": platform.platform(), "cores": os.cpu_count(), "torch": torch.__version__,
+                                  "openvino": importlib.metadata.version("openvino"),
                                   "bf16_native": medsam.bf16_native("cpu"), "slices": args.slices,
                                   "source": str(args.real or "phantom"), "classifier": str(args.classifier or ""),
                                   "tolerance": TOLERANCE, "rows": rows})

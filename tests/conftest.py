@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +14,9 @@ sys.path.insert(0, str(ROOT))
 import lib  # noqa: E402, F401 - before any test imports Keras: orders the frameworks (lib.common.frameworks)
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
+# Converted networks (lib.common.openvino_runtime) go to a folder of this run, not the user's
+# ~/.cache; the stages the tests start inherit it. Set it beforehand to share one across runs.
+os.environ.setdefault("BRAINMRI_CACHE_DIR", tempfile.mkdtemp(prefix="brainmri-test-cache-"))
 
 
 CACHES = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"}

@@ -73,8 +73,8 @@ def encoded(slices) -> tuple[np.ndarray, np.ndarray]:
     caught = []
     real = medsam.encode_batches
 
-    def catching(images, batch_size=medsam.BATCH_SIZE, precision=None):
-        for batch in real(images, batch_size, precision):
+    def catching(images, batch_size=medsam.BATCH_SIZE, precision=None, runtime=None):
+        for batch in real(images, batch_size, precision, runtime):
             caught.append(batch.numpy())
             yield batch
 
@@ -127,7 +127,7 @@ def counting_encoder(slices, maps, monkeypatch) -> list[int]:
     calls: list[int] = []
     lookup = {medsam.image_hash(image): i for i, (image, _) in enumerate(slices)}
 
-    def encode(images, batch_size=medsam.BATCH_SIZE, precision=None):
+    def encode(images, batch_size=medsam.BATCH_SIZE, precision=None, runtime=None):
         calls.append(len(images))
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
@@ -252,22 +252,94 @@ def test_encoder_precision_auto_follows_the_hardware_and_rejects_typos():
         medsam.encoder_dtype("fp16", "cpu")
 
 
-def test_a_bfloat16_encoder_stays_within_tolerance_of_float32(slices):
+def assert_within_tolerance(slices, reference: np.ndarray, faster: np.ndarray) -> None:
     """The project's tolerance for a faster encoder: pooled cosine >= 0.999, true-box masks at Dice >= 0.99."""
-    images = [image for image, _ in slices]
-    full = medsam.embed_image(images, precision="float32")
-    half = medsam.embed_image(images, precision="bfloat16")
-    assert half.dtype == np.float32 and half.shape == full.shape  # the decoder always reads float32 maps
-    pooled = [medsam.pool(torch.from_numpy(m)) for m in (full, half)]
+    assert faster.dtype == np.float32 and faster.shape == reference.shape  # the decoder always reads float32 maps
+    pooled = [medsam.pool(torch.from_numpy(m)) for m in (reference, faster)]
     assert float(torch.nn.functional.cosine_similarity(*pooled).min()) >= 0.999
-    for (image, truth), a, b in zip(slices, full, half):
+    for (image, truth), a, b in zip(slices, reference, faster):
         box = candidates.mask_box(truth)
         assert dice(medsam.predict_box(b, box, image.shape)[0], medsam.predict_box(a, box, image.shape)[0]) >= 0.99
-    assert not np.array_equal(full, half)  # two formats really ran
 
 
-def test_cached_vectors_of_each_number_format_are_kept_apart(tmp_path):
-    float32 = medsam.EmbeddingCache(tmp_path / "e.npz", precision="float32").version
-    bfloat16 = medsam.EmbeddingCache(tmp_path / "e.npz", precision="bfloat16").version
+@pytest.fixture(scope="module")
+def torch_float32(slices) -> np.ndarray:
+    """The reference maps: eager PyTorch in float32."""
+    return medsam.embed_image([image for image, _ in slices], precision="float32", runtime="torch")
+
+
+def test_a_bfloat16_encoder_stays_within_tolerance_of_float32(slices, torch_float32):
+    half = medsam.embed_image([image for image, _ in slices], precision="bfloat16", runtime="torch")
+    assert_within_tolerance(slices, torch_float32, half)
+    assert not np.array_equal(torch_float32, half)  # two formats really ran
+
+
+needs_openvino = pytest.mark.skipif(not medsam.openvino_runtime.available(),
+                                    reason="OpenVINO is not installed (pip install -r requirements.txt)")
+
+
+@needs_openvino
+def test_openvino_gives_pytorchs_maps_in_float32_and_within_tolerance_in_bfloat16(slices, torch_float32):
+    images = [image for image, _ in slices]
+    same = medsam.embed_image(images, precision="float32", runtime="openvino")
+    np.testing.assert_allclose(same, torch_float32, atol=1e-3)  # measured 4e-6: one network, another runtime
+    assert_within_tolerance(slices, torch_float32, medsam.embed_image(images, precision="bfloat16",
+                                                                      runtime="openvino"))
+
+
+@needs_openvino
+def test_the_converted_encoder_is_kept_and_reused(slices, monkeypatch):
+    """A later process compiles the saved IR instead of tracing the network again (7 s)."""
+    medsam.embed_image([slices[0][0]], precision="float32", runtime="openvino")
+    saved = medsam.openvino_runtime.ir_path(f"litemedsam-encoder-{medsam.WEIGHTS_SHA256[:12]}")
+    assert saved.is_file() and saved.with_suffix(".bin").is_file()
+
+    def no_tracing(*args):
+        raise AssertionError("converted again although the IR was saved")
+
+    monkeypatch.setattr(medsam.openvino_runtime, "convert", no_tracing)
+    medsam.openvino_runtime.clear()  # as a new process would start
+    again = medsam.embed_image([slices[0][0]], precision="float32", runtime="openvino")
+    assert again.shape == (1, medsam.EMBED_CHANNELS, medsam.EMBED_SIZE, medsam.EMBED_SIZE)
+
+
+def test_the_runtime_follows_the_device_and_rejects_typos(monkeypatch):
+    installed = medsam.openvino_runtime.available()
+    assert medsam.uses_openvino("auto", "cpu") == installed
+    assert not medsam.uses_openvino("auto", "cuda")  # a GPU runs the encoder in PyTorch
+    assert not medsam.uses_openvino("torch", "cpu")
+    monkeypatch.setattr(medsam, "COMPILE", True)
+    assert not medsam.uses_openvino("auto", "cpu")  # torch.compile asked for explicitly
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        medsam.uses_openvino("onnx", "cpu")
+    monkeypatch.setattr(medsam.openvino_runtime, "available", lambda: False)
+    assert not medsam.uses_openvino("auto", "cpu")
+    with pytest.raises(medsam.ModelUnavailable, match="OpenVINO is not installed.*BRAINMRI_MEDSAM_RUNTIME=torch"):
+        medsam.uses_openvino("openvino", "cpu")
+
+
+@needs_openvino
+def test_a_failed_conversion_falls_back_to_pytorch_with_a_warning(slices, torch_float32, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("unsupported operation")
+
+    monkeypatch.setattr(medsam.openvino_runtime, "compiled", broken)
+    monkeypatch.setattr(medsam, "_OV_FAILED", False)
+    with pytest.raises(medsam.ModelUnavailable, match="could not convert.*unsupported operation"):
+        medsam.embed_image([slices[0][0]], runtime="openvino")  # asked for by name: an error, not a fallback
+    with pytest.warns(UserWarning, match="could not convert LiteMedSAM's encoder.*running it in PyTorch"):
+        maps = medsam.embed_image([slices[0][0]], precision="float32", runtime="auto")
+    np.testing.assert_allclose(maps, torch_float32[:1], atol=1e-5)
+    assert not medsam.uses_openvino("auto", "cpu")  # tried once per process
+
+
+def test_cached_vectors_of_each_number_format_and_runtime_are_kept_apart(tmp_path):
+    def version(precision: str, runtime: str) -> str:
+        return medsam.EmbeddingCache(tmp_path / "e.npz", precision=precision, runtime=runtime).version
+
+    float32 = version("float32", "torch")
     assert float32 == f"{medsam.EMBEDDING_VERSION}-{medsam.POOLING}"  # caches written before stay valid
-    assert bfloat16 == float32 + "-bf16"
+    assert version("bfloat16", "torch") == float32 + "-bf16"
+    if medsam.openvino_runtime.available():
+        assert version("float32", "openvino") == float32 + "-openvino"
+        assert version("bfloat16", "openvino") == float32 + "-openvino-bf16"

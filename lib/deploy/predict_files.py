@@ -19,7 +19,7 @@ from tqdm import tqdm
 from lib.common.io import ImageReadError, write_png, write_text_atomic
 from lib.deploy.predictor import Predictor
 
-COLUMNS = ["file", "prob_tumor", "label_pred", "threshold", "mask_path", "error"]
+COLUMNS = ["file", "prob_tumor", "label_pred", "threshold", "mask_path", "mask_hidden_pixels", "error"]
 CHECKPOINT = 50  # files between writes of the CSV
 
 
@@ -46,17 +46,17 @@ def mask_name(file: Path, root: Path) -> str:
 def predict_one(predictor: Predictor, file: Path, root: Path, masks: Path | None, sam: bool) -> dict:
     """One CSV row: the prediction, or the error in one line with the file's name."""
     row = {"file": str(file), "prob_tumor": np.nan, "label_pred": "", "threshold": predictor.ensemble.threshold,
-           "mask_path": "", "error": ""}
+           "mask_path": "", "mask_hidden_pixels": 0, "error": ""}
     try:
         result = predictor.predict_file(file, segment=masks is not None)
     except ImageReadError as err:
         return {**row, "error": str(err)}
     except Exception as err:  # noqa: BLE001 - e.g. a slice with no head to crop: report it, go on
         return {**row, "error": f"{file}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
-    row.update(prob_tumor=round(result.prob, 6), label_pred=result.label)
+    row.update(prob_tumor=round(result.prob, 6), label_pred=result.label, mask_hidden_pixels=result.hidden_pixels)
     if masks is not None and result.mask is not None:
         if sam:
-            result.mask = predictor.refine_with_sam(result.prepared, result.mask)
+            result.mask, _ = predictor.refine_with_sam(result.prepared, result.mask)
         path = masks / mask_name(file, root)
         write_png(path, result.source_mask().astype(np.uint8) * 255)
         row["mask_path"] = str(path)

@@ -59,6 +59,7 @@ class Prediction:
     prepared: Prepared
     mask: np.ndarray | None = None  # bool, clean frame; None when segmentation was not asked for
     seconds: dict[str, float] = field(default_factory=dict)
+    hidden_pixels: int = 0  # area of the segmenter's mask hidden because the classifier called the slice tumour-free
 
     def source_mask(self) -> np.ndarray | None:
         """The tumour mask in the uploaded image's own pixels."""
@@ -116,6 +117,8 @@ class Predictor:
         self.class_names = self.settings["class_names"]
         self.members = {name: self._load_member(spec) for name, spec in self.settings["classifier"]["members"].items()}
         self.unet = self._load_unet()
+        # "tumour": masks only on slices called tumour (09 --masks-when); bundles made before it drew them always
+        self.masks_when = (self.settings.get("segmenter") or {}).get("masks_when", "always")
         self._sam = None
         self.warm_up()
 
@@ -163,14 +166,16 @@ class Predictor:
         seconds["prepare"] = time.perf_counter() - start
         members = {name: self._member_prob(name, prepared, seconds) for name in self.weighed_members()}
         prob = float(self.ensemble.predict(np.array([[members.get(n, 0.0) for n in self.ensemble.members]]))[0])
-        mask = None
+        label, mask, hidden = self.decide(prob), None, 0
         if segment and self.unet is not None:
             tic = time.perf_counter()
             mask = self.segment(prepared)
             seconds["segment"] = time.perf_counter() - tic
+            if self.masks_when == "tumour" and label == self.class_names[0] and mask.any():
+                hidden, mask = int(mask.sum()), np.zeros_like(mask)  # the classifier's call wins (bundle setting)
         seconds["total"] = time.perf_counter() - start
-        return Prediction(prob=prob, label=self.decide(prob), threshold=self.ensemble.threshold, members=members,
-                          prepared=prepared, mask=mask, seconds=seconds)
+        return Prediction(prob=prob, label=label, threshold=self.ensemble.threshold, members=members,
+                          prepared=prepared, mask=mask, seconds=seconds, hidden_pixels=hidden)
 
     def weighed_members(self) -> list[str]:
         """Members whose probability moves the ensemble's (a zero weight, e.g. after `best`, needs no run)."""

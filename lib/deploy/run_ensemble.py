@@ -19,7 +19,7 @@ import pandas as pd
 from lib.common import metrics, plots, report
 from lib.common.io import write_json_atomic, write_text_atomic
 from lib.common.stage import write_lineage
-from lib.deploy import bundle, ensemble
+from lib.deploy import bundle, ensemble, segmenter_choice
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -38,8 +38,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     final = ensemble.fit(members.prob, members.y, members.fold, members.names, args.target_sensitivity)
     result["deployed"] = final.to_json()
     result["plots"] = _plots(members, oof, result["ensemble"]["operating"], out)
+    candidates = [args.unet] if isinstance(args.unet, (str, Path)) else list(args.unet or [])
+    args.unet = candidates or None
+    if candidates:
+        result.update(choose_segmenter(args, oof, out))
     write_json_atomic(out / "metrics.json", result)
-    lineage = write_lineage(out, "09_ensemble", args, {"in": args.in_dir, "unet": args.unet})
+    lineage = write_lineage(out, "09_ensemble", args, {"in": args.in_dir, "unet": args.unet},
+                            unet_candidates=[str(path) for path in candidates])
     table = comparison(result)
     write_text_atomic(out / "comparison.md", report.markdown_table(table))
     write_report(out, table, result)
@@ -49,6 +54,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  bundle: {path} (model card: {path / 'README.md'})")
     print(f"  report: {out / 'report.html'}")
     return result
+
+
+def choose_segmenter(args: argparse.Namespace, oof: pd.DataFrame, out: Path) -> dict[str, Any]:
+    """Pick the shipped segmenter among args.unet (sets args.unet to it) and measure its classifier-gated masks."""
+    chosen, table = segmenter_choice.choose(args.unet)
+    if len(args.unet) > 1:
+        table.to_csv(out / "segmenter_choice.csv", index=False)
+        print(f"segmenter: {chosen} ({table['ranked_by'].iloc[0]})")
+        print(report.markdown_table(table.round(3)))
+    args.unet = chosen
+    found = {"segmenter_choice": table.to_dict("records"), "masks_when": getattr(args, "masks_when", "tumour"),
+             "segmenter_gated": segmenter_choice.gated(chosen, oof)}
+    gate = found["segmenter_gated"]
+    if gate:
+        print(f"masks on tumour-free test slices: {gate['masks_drawn']}/{gate['tumour_free_images']} drawn by the "
+              f"segmenter, {gate['masks_shown']} shown once the classifier (out of fold) gates them")
+    return found
 
 
 def evaluate(members: ensemble.Members, oof: pd.DataFrame, classify_dir: Path) -> dict[str, Any]:
@@ -103,10 +125,25 @@ def write_report(out: Path, table: pd.DataFrame, result: dict[str, Any]) -> Path
             f"({result['best_single']['name']}) ROC AUC: {diff['difference']:+.3f} "
             f"{metrics.interval_text(diff['ci'])}.</p>")
     sections = [("Comparison (nested out-of-fold)", table.to_html(index=False, float_format="%.3f")),
+                *_segmenter_sections(result),
                 ("Choices", text + report.dict_table_html({f"{k} (cross-validated)": json.dumps(v)
                                                           for k, v in deployed["choices"].items()})),
                 ("Plots", "".join(report.img_html(out, out / p) for p in result["plots"]))]
     return report.html_page(out / "report.html", "09 ensemble", sections)
+
+
+def _segmenter_sections(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """The candidate segmenters (when 09 chose among several) and the classifier-gated masks, for report.html."""
+    sections = []
+    if len(result.get("segmenter_choice") or []) > 1:
+        choice = pd.DataFrame(result["segmenter_choice"])
+        sections.append(("Segmenter shipped", f"<p>Ranked by {choice['ranked_by'].iloc[0]}.</p>"
+                         + choice.drop(columns="ranked_by").to_html(index=False, float_format="%.3f")))
+    gate = result.get("segmenter_gated")
+    if gate:
+        sections.append(("Masks gated by the classifier", report.dict_table_html(
+            {k.replace("_", " "): v for k, v in gate.items()})))
+    return sections
 
 
 def export_bundle(args: argparse.Namespace, final: ensemble.Ensemble, result: dict[str, Any],
@@ -117,7 +154,7 @@ def export_bundle(args: argparse.Namespace, final: ensemble.Ensemble, result: di
             "format": bundle.FORMAT, "created": bundle.created(), "class_names": bundle.CLASS_NAMES,
             "intended_use": bundle.INTENDED_USE, "preprocessing": bundle.preprocessing(lineage["inputs"]["in"]),
             "classifier": {"ensemble": final.to_json()},
-            "segmenter": _segmenter(args.unet) if args.unet else None,
+            "segmenter": _segmenter(args.unet, result) if args.unet else None,
             "metrics": {k: result[k] for k in ("ensemble", "best_single", "auc_difference")},
             "versions": bundle.versions(),
             "lineage": lineage,
@@ -129,10 +166,11 @@ def export_bundle(args: argparse.Namespace, final: ensemble.Ensemble, result: di
         raise SystemExit(f"error: {err}") from None
 
 
-def _segmenter(unet_dir: Path) -> dict[str, Any]:
+def _segmenter(unet_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
     m = json.loads((unet_dir / "metrics.json").read_text())
     return {"architecture": m["architecture"], "masks": m["masks"], "image_size": m["image_size"],
-            "threshold": 0.5, "min_area": int(m.get("min_area") or 0),
+            "threshold": 0.5, "min_area": int(m.get("min_area") or 0), "masks_when": result["masks_when"],
+            "gated": result.get("segmenter_gated"), "choice": result.get("segmenter_choice", []),
             "test": m.get("test", {}), "members": (m.get("ensemble") or {}).get("folders"),
             "test_by_source": m.get("test_by_source", {}),
             "sources": {name: source.get("rule", "") for name, source in (m.get("sources") or {}).items()}}

@@ -234,9 +234,9 @@ def _openvino_encoder(precision: str | None, runtime: str | None) -> Callable[[n
     """The encoder compiled by OpenVINO, or None (with one warning) when conversion fails under "auto"."""
     global _OV_FAILED
     try:
-        return openvino_runtime.compiled(f"litemedsam-encoder-{WEIGHTS_SHA256[:12]}", _encoder_network,
-                                         (1, 3, IMAGE_SIZE, IMAGE_SIZE), uses_bf16(precision or PRECISION, "cpu"),
-                                         NUM_THREADS)
+        example = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
+        return openvino_runtime.compiled(f"litemedsam-encoder-{WEIGHTS_SHA256[:12]}", _encoder_network, (example,),
+                                         uses_bf16(precision or PRECISION, "cpu"), NUM_THREADS)
     except ModelUnavailable:
         raise
     except Exception as err:  # noqa: BLE001 - any converter failure: PyTorch still gives the same maps

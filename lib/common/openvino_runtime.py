@@ -48,14 +48,14 @@ def ir_path(key: str) -> Path:
     return cache_dir() / f"{key}-openvino-{importlib.metadata.version('openvino')}.xml"
 
 
-def convert(build: Callable[[], torch.nn.Module], example: torch.Tensor, path: Path) -> None:
-    """Trace `build()` on `example` and save its IR at `path`, atomically: a killed run leaves no half file."""
+def convert(build: Callable[[], torch.nn.Module], examples: tuple[torch.Tensor, ...], path: Path) -> None:
+    """Trace `build()` on `examples` and save its IR at `path`, atomically: a killed run leaves no half file."""
     import openvino
 
     network = build().eval().requires_grad_(False).float()
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # tracer warnings about Python-side shape checks, harmless at a fixed size
-        model = openvino.convert_model(network, example_input=example)
+        model = openvino.convert_model(network, example_input=examples if len(examples) > 1 else examples[0])
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}."))
     try:
@@ -66,7 +66,7 @@ def convert(build: Callable[[], torch.nn.Module], example: torch.Tensor, path: P
         shutil.rmtree(staging, ignore_errors=True)
 
 
-Network = Callable[[np.ndarray], np.ndarray]
+Network = Callable[..., np.ndarray]  # input arrays, in the traced order -> the first output
 _COMPILED: dict[tuple, Network] = {}  # one compiled network per key and setting in a process
 
 
@@ -75,29 +75,31 @@ def clear() -> None:
     _COMPILED.clear()
 
 
-def compiled(key: str, build: Callable[[], torch.nn.Module], input_shape: tuple[int, ...], bf16: bool,
+def compiled(key: str, build: Callable[[], torch.nn.Module], examples: tuple[torch.Tensor, ...], bf16: bool,
              threads: int) -> Network:
-    """The network `key` (made by `build()` the first time) compiled for the CPU: a function array -> array.
+    """The network `key` (made by `build()` the first time) compiled for the CPU: a function arrays -> array.
 
     `key` names the network and its weights: a new key for new weights.
-    `input_shape` is the fixed input the network is traced and compiled at
-    (batch 1: what the demo and predict.py run, and the fastest per slice on a
-    few cores). `bf16` asks for bfloat16 inference precision, which only pays
-    where the CPU has it natively (AMX or AVX512-BF16).
+    `examples` are inputs of the fixed shapes the network is traced and
+    compiled at (batch 1: what the demo and predict.py run, and the fastest
+    per slice on a few cores). `bf16` asks for bfloat16 inference precision,
+    which only pays where the CPU has it natively (AMX or AVX512-BF16).
     """
-    setting = (key, tuple(input_shape), bool(bf16), int(threads))
+    shapes = tuple(tuple(example.shape) for example in examples)
+    setting = (key, shapes, bool(bf16), int(threads))
     if setting not in _COMPILED:
-        _COMPILED[setting] = _compile(key, build, tuple(input_shape), bf16, threads)
+        _COMPILED[setting] = _compile(key, build, examples, bf16, threads)
     return _COMPILED[setting]
 
 
-def _compile(key: str, build: Callable[[], torch.nn.Module], input_shape: tuple[int, ...], bf16: bool,
+def _compile(key: str, build: Callable[[], torch.nn.Module], examples: tuple[torch.Tensor, ...], bf16: bool,
              threads: int) -> Network:
     import openvino
 
+    input_shapes = tuple(tuple(example.shape) for example in examples)
     path = ir_path(key)
     if not path.is_file():
-        convert(build, torch.zeros(input_shape), path)
+        convert(build, examples, path)
     core = openvino.Core()
     network = core.compile_model(core.read_model(path), DEVICE, {
         "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
@@ -106,10 +108,11 @@ def _compile(key: str, build: Callable[[], torch.nn.Module], input_shape: tuple[
     })
     request, lock = network.create_infer_request(), threading.Lock()  # the demo may call from several threads
 
-    def run(inputs: np.ndarray) -> np.ndarray:
-        if tuple(inputs.shape) != tuple(input_shape):
-            raise ValueError(f"{key}: compiled for input {input_shape}, got {tuple(inputs.shape)}")
+    def run(*inputs: np.ndarray) -> np.ndarray:
+        if tuple(tuple(a.shape) for a in inputs) != input_shapes:
+            raise ValueError(f"{key}: compiled for inputs {input_shapes}, got {[tuple(a.shape) for a in inputs]}")
         with lock:  # the request's output buffer is reused: copy it before the next call
-            return request.infer([np.ascontiguousarray(inputs, dtype=np.float32)])[0].copy()
+            return request.infer([np.ascontiguousarray(a, dtype=np.float32) for a in inputs])[0].copy()
 
     return run
+

@@ -29,9 +29,12 @@ The fine-tuned weights are saved as model.pt (a state dict, loaded with weights_
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import math
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -41,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lib.common import medsam
+from lib.common import medsam, openvino_runtime
 from lib.common.fingerprint import fingerprint, loss_weights
 from lib.common.io import to_grey
 from lib.common.torch_checkpoint import TrainingCheckpoint
@@ -99,6 +102,10 @@ def head_boxes(frames: np.ndarray) -> np.ndarray:
 class HeadPromptedSAM(torch.nn.Module):
     """LiteMedSAM with the head box as its only prompt: frames (B, 1, 256, 256) -> logits (B, 1, 256, 256)."""
 
+    # Set by `load`: the OpenVINO route for prediction on a CPU. It holds the weights of the file loaded,
+    # so a loaded model that is trained again must set it to None.
+    compiled: Callable[..., np.ndarray] | None = None
+
     def __init__(self, net: medsam.LiteMedSAM, bf16: bool = False) -> None:
         super().__init__()
         self.net, self.bf16 = net, bf16  # bf16: run under bfloat16 autocast (see precision)
@@ -136,7 +143,28 @@ def load(path: Path | str, precision: str = PRECISION) -> HeadPromptedSAM:
         raise FileNotFoundError(f"{path}: no fine-tuned LiteMedSAM here; train one with 08 --architecture litemedsam")
     model = build(precision)
     model.load_state_dict(torch.load(path, map_location=medsam.default_device(), weights_only=True))
-    return model.eval()
+    model.eval()
+    model.compiled = _openvino_logits(model, path, precision)
+    return model
+
+
+def _openvino_logits(model: HeadPromptedSAM, path: Path, precision: str) -> Callable[..., np.ndarray] | None:
+    """The saved model compiled by OpenVINO for prediction on a CPU (lib.common.medsam.RUNTIME), else None.
+
+    Why: a bundle's fine-tuned LiteMedSAM predicts one slice at a time in the demo and predict.py, where
+    PyTorch's encoder dominates. Keyed by the file's hash, so retrained weights are converted anew.
+    A failed conversion warns and leaves prediction to PyTorch.
+    """
+    if not medsam.uses_openvino():
+        return None
+    key = f"litemedsam-tuned-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+    examples = (torch.zeros(1, 1, FRAME, FRAME), torch.tensor([[0.0, 0.0, FRAME, FRAME]]))
+    try:
+        return openvino_runtime.compiled(key, lambda: copy.deepcopy(model).cpu(), examples,
+                                         uses_bf16(precision, "cpu"), medsam.NUM_THREADS)
+    except Exception as err:  # noqa: BLE001 - PyTorch predicts the same masks, only slower
+        warnings.warn(f"OpenVINO could not convert the fine-tuned LiteMedSAM {path} ({err}); predicting in PyTorch")
+        return None
 
 
 # --- training --------------------------------------------------------------------
@@ -168,6 +196,9 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 def _logits(model: HeadPromptedSAM, frames: np.ndarray, boxes: np.ndarray | None = None) -> torch.Tensor:
     """The model's logits for frames (N, 256, 256); boxes default to each frame's head box."""
     boxes = head_boxes(frames) if boxes is None else boxes
+    if model.compiled is not None:  # a model from `load`, on a CPU
+        frames, boxes = np.asarray(frames, np.float32).reshape(-1, 1, 1, FRAME, FRAME), np.asarray(boxes, np.float32)
+        return torch.from_numpy(np.concatenate([model.compiled(f, b[None]) for f, b in zip(frames, boxes)]))
     with torch.autocast(medsam.default_device(), dtype=torch.bfloat16, enabled=model.bf16):
         return model(_tensor(frames), torch.as_tensor(boxes).to(medsam.default_device())).float()
 

@@ -8,6 +8,7 @@ batch-size check) and every other test reads those maps.
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 
 import numpy as np
@@ -301,6 +302,19 @@ def test_the_converted_encoder_is_kept_and_reused(slices, monkeypatch):
     medsam.openvino_runtime.clear()  # as a new process would start
     again = medsam.embed_image([slices[0][0]], precision="float32", runtime="openvino")
     assert again.shape == (1, medsam.EMBED_CHANNELS, medsam.EMBED_SIZE, medsam.EMBED_SIZE)
+
+
+def test_only_the_most_recently_used_networks_of_a_family_stay_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv(medsam.openvino_runtime.CACHE_ENV, str(tmp_path))
+    for age, name in enumerate(["tuned-a", "tuned-b", "tuned-c", "other"]):
+        for suffix in (".xml", ".bin"):
+            path = tmp_path / f"{name}{suffix}"
+            path.write_text("ir")
+            os.utime(path, (1000 + age, 1000 + age))
+    gone = medsam.openvino_runtime.prune("tuned-", keep=2)
+    assert [path.name for path in gone] == ["tuned-a.xml"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "other.bin", "other.xml", "tuned-b.bin", "tuned-b.xml", "tuned-c.bin", "tuned-c.xml"]
 
 
 def test_the_runtime_follows_the_device_and_rejects_typos(monkeypatch):

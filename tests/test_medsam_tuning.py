@@ -39,12 +39,15 @@ def test_frames_keep_the_aspect_ratio_and_masks_follow_their_slice() -> None:
     assert frame.shape == (256, 256) and frame.max() == pytest.approx(1.0) and frame[128:].max() == 0
 
 
-def load_in_pytorch(path: Path, precision: str = "auto") -> object:
-    """A saved model predicting in PyTorch, as it trained: the same weights give the same masks to the pixel.
-    (load() predicts through OpenVINO on a CPU, within the encoder's tolerance: tested on its own below.)"""
-    model = medsam_tuning.load(path, precision)
+def in_pytorch(model: object) -> object:
+    """The model predicting in PyTorch, as it trained: the same weights give the same masks to the pixel.
+    (A saved or loaded model predicts through OpenVINO on a CPU, within tolerance: tested on its own below.)"""
     model.compiled = None
     return model
+
+
+def load_in_pytorch(path: Path, precision: str = "auto") -> object:
+    return in_pytorch(medsam_tuning.load(path, precision))
 
 
 def _mean_dice(model: object, images: list, masks: list) -> float:
@@ -81,7 +84,7 @@ def test_saved_weights_give_the_same_masks_at_each_slices_own_size(tuned: tuple)
     model, _, out, images, _, _ = tuned
     assert (out / "model.pt").is_file() and (out / "history.csv").is_file()
     again = load_in_pytorch(out)
-    first, second = medsam_tuning.predict(model, images[:2]), medsam_tuning.predict(again, images[:2])
+    first, second = medsam_tuning.predict(in_pytorch(model), images[:2]), medsam_tuning.predict(again, images[:2])
     for image, a, b in zip(images, first, second):
         assert a.dtype == bool and a.shape == image.shape[:2]
         assert (a == b).mean() > 0.999
@@ -163,7 +166,7 @@ def test_refit_trains_a_fresh_model_on_every_slice_for_the_epochs_given(tmp_path
     assert _mean_dice(model, images, masks) > before + 0.3, before  # measured 0.15 -> 0.76 on the CPU
     again = load_in_pytorch(tmp_path)  # the last weights, as returned
     assert all((a == b).mean() > 0.999 for a, b in
-               zip(medsam_tuning.predict(model, images[:2]), medsam_tuning.predict(again, images[:2])))
+               zip(medsam_tuning.predict(in_pytorch(model), images[:2]), medsam_tuning.predict(again, images[:2])))
     with pytest.raises(ValueError, match="one epoch"):
         medsam_tuning.refit(images, masks, epochs=0)
 
@@ -200,8 +203,8 @@ def test_a_killed_run_resumes_after_its_last_epoch_and_ends_as_the_uninterrupted
     epochs_run.clear()
     again, history = medsam_tuning.train(images, masks, images[:1], masks[:1], out_dir=out, **options)
     assert not epochs_run and history == resumed  # finished: the saved model, nothing trained
-    again.compiled = None  # loaded from model.pt: compare in PyTorch, as the model trained
-    assert all((a == b).all() for a, b in zip(medsam_tuning.predict(model, images), medsam_tuning.predict(again, images)))
+    assert all((a == b).all() for a, b in zip(medsam_tuning.predict(in_pytorch(model), images),
+                                              medsam_tuning.predict(in_pytorch(again), images)))
     with pytest.raises(KeyboardInterrupt):  # --force: trains afresh although the run finished
         medsam_tuning.train(images, masks, images[:1], masks[:1], out_dir=out, fresh=True, **options)
     epochs_run.clear()

@@ -76,7 +76,7 @@ def clear() -> None:
 
 
 def compiled(key: str, build: Callable[[], torch.nn.Module], examples: tuple[torch.Tensor, ...], bf16: bool,
-             threads: int) -> Network:
+             threads: int, family: str | None = None) -> Network:
     """The network `key` (made by `build()` the first time) compiled for the CPU: a function arrays -> array.
 
     `key` names the network and its weights: a new key for new weights.
@@ -84,12 +84,30 @@ def compiled(key: str, build: Callable[[], torch.nn.Module], examples: tuple[tor
     compiled at (batch 1: what the demo and predict.py run, and the fastest
     per slice on a few cores). `bf16` asks for bfloat16 inference precision,
     which only pays where the CPU has it natively (AMX or AVX512-BF16).
+    `family` (a prefix of `key`) marks networks that come and go, such as each
+    fine-tuned model 08 trains: only the KEEP most recently used of a family
+    stay in the cache folder (about 30 MB each).
     """
     shapes = tuple(tuple(example.shape) for example in examples)
     setting = (key, shapes, bool(bf16), int(threads))
     if setting not in _COMPILED:
         _COMPILED[setting] = _compile(key, build, examples, bf16, threads)
+        if family:
+            prune(family)
     return _COMPILED[setting]
+
+
+KEEP = 4
+
+
+def prune(family: str, keep: int = KEEP) -> list[Path]:
+    """Delete all but the `keep` most recently used IRs whose key starts with `family`; returns what went."""
+    irs = sorted(cache_dir().glob(f"{family}*.xml"), key=lambda path: path.stat().st_mtime, reverse=True)
+    gone = irs[keep:]
+    for path in gone:
+        path.with_suffix(".bin").unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+    return gone
 
 
 def _compile(key: str, build: Callable[[], torch.nn.Module], examples: tuple[torch.Tensor, ...], bf16: bool,
@@ -98,7 +116,9 @@ def _compile(key: str, build: Callable[[], torch.nn.Module], examples: tuple[tor
 
     input_shapes = tuple(tuple(example.shape) for example in examples)
     path = ir_path(key)
-    if not path.is_file():
+    if path.is_file():
+        path.touch()  # used now: `prune` keeps the most recently used
+    else:
         convert(build, examples, path)
     core = openvino.Core()
     network = core.compile_model(core.read_model(path), DEVICE, {

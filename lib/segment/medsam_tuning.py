@@ -157,11 +157,12 @@ def _openvino_logits(model: HeadPromptedSAM, path: Path, precision: str) -> Call
     """
     if not medsam.uses_openvino():
         return None
-    key = f"litemedsam-tuned-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+    family = "litemedsam-tuned-"
+    key = family + hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     examples = (torch.zeros(1, 1, FRAME, FRAME), torch.tensor([[0.0, 0.0, FRAME, FRAME]]))
     try:
         return openvino_runtime.compiled(key, lambda: copy.deepcopy(model).cpu(), examples,
-                                         uses_bf16(precision, "cpu"), medsam.NUM_THREADS)
+                                         uses_bf16(precision, "cpu"), medsam.NUM_THREADS, family=family)
     except Exception as err:  # noqa: BLE001 - PyTorch predicts the same masks, only slower
         warnings.warn(f"OpenVINO could not convert the fine-tuned LiteMedSAM {path} ({err}); predicting in PyTorch")
         return None
@@ -448,9 +449,12 @@ def refit(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], epochs: int
 
 
 def _save(model: HeadPromptedSAM, history: dict[str, list[float]], out_dir: Path) -> None:
+    """Write model.pt and the curves; the trained model then predicts as a loaded one does (OpenVINO on a CPU),
+    so 08 scores its test and extra sources at the speed the bundle will run at."""
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out_dir / MODEL_FILE)
     pd.DataFrame({"epoch": range(len(history["loss"])), **history}).to_csv(out_dir / "history.csv", index=False)
+    model.compiled = _openvino_logits(model.eval(), out_dir / MODEL_FILE, "bfloat16" if model.bf16 else "float32")
 
 
 # --- prediction ------------------------------------------------------------------

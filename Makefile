@@ -118,6 +118,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" --durations=5 tests
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -r bench/requirements.txt
 	$(PY) bench/bench_clean.py
 	$(PY) bench/bench_enhance.py
 	$(PY) bench/bench_cluster.py

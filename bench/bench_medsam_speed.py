@@ -15,8 +15,8 @@ Routes, each run by lib.common.medsam unless named otherwise:
   `bfloat16` (weights and input cast); `torch-compile` (inductor, bfloat16);
 - OpenVINO (lib.common.openvino_runtime): `openvino-f32`, `openvino-bf16` (what
   medsam's "auto" runtime and precision take on a CPU with native bfloat16);
-- `onnxruntime`: the float32 encoder exported to ONNX (skipped where onnx and
-  onnxruntime are not installed: they are not in requirements.txt).
+- `onnxruntime`: the float32 encoder exported to ONNX (onnx and onnxruntime are
+  pinned in bench/requirements.txt, which `make bench` installs; skipped where absent).
 Writes bench/results/medsam_speed.json.
 
     python bench/bench_medsam_speed.py [--slices 12] [--real ../shared/data/figshare_seg]
@@ -73,7 +73,7 @@ def compiled_route() -> Encoder:
 
 
 def onnxruntime_route() -> Encoder:
-    """The float32 encoder exported to ONNX and run by ONNX Runtime (bench only: onnx and onnxruntime, not pinned)."""
+    """The float32 encoder exported to ONNX and run by ONNX Runtime (bench only: bench/requirements.txt)."""
     import onnxruntime
 
     path = Path(tempfile.mkdtemp()) / "encoder.onnx"

@@ -31,6 +31,9 @@ CLASSIFY_ARGS ?= --models cnn,features,metadata
 SAM_ARGS      ?= --prompt auto
 UNET_ARGS     ?= --masks pseudo --epochs 15 --patience 5
 ENSEMBLE_ARGS ?=
+# 05's CPU quick profile (about 2 minutes of training on 2 cores); a GPU profile for Kaggle or a lent GPU:
+# DDIM_ARGS="--size 64 --epochs 500 --grid-every 50"
+DDIM_ARGS     ?= --size 32 --widths 32 64 96 --epochs 60 --samples 32 --grid-every 20
 # Folders of true masks 08 trains on besides its pseudo-labels (images/ + masks/ or stage folders),
 # and folders it is only scored on; e.g. EXTRA_MASKS=runs/figshare/01_download after `make figshare`.
 EXTRA_MASKS   ?=
@@ -44,7 +47,7 @@ MASK_SOURCES := $(if $(EXTRA_MASKS),--extra-masks $(EXTRA_MASKS)) $(if $(SCORE_O
 .PHONY: all selftrain figshare test test-fast venv bench demo space browser clean-data help
 .DELETE_ON_ERROR:
 
-all: $(BUNDLE)/bundle.json
+all: $(BUNDLE)/bundle.json $(DATA)/05_ddim_train/metrics.json
 	@echo "done: reports in $(DATA)/*/report.html; bundle in $(BUNDLE) (make demo serves it)"
 
 venv: $(STAMP)
@@ -67,6 +70,9 @@ $(DATA)/03_enhance/manifest.csv: $(DATA)/02_clean/manifest.csv | $(STAMP)
 
 $(DATA)/04_cluster/manifest.csv: $(DATA)/03_enhance/manifest.csv | $(STAMP)
 	$(PY) scripts/04_cluster.py --in $(DATA)/03_enhance --out $(DATA)/04_cluster $(CLUSTER_ARGS) $(FORCE)
+
+$(DATA)/05_ddim_train/metrics.json: $(DATA)/02_clean/manifest.csv | $(STAMP)
+	$(PY) scripts/05_ddim_train.py --in $(DATA)/02_clean --out $(DATA)/05_ddim_train $(DDIM_ARGS) $(FORCE)
 
 $(DATA)/06_classify_kfold/metrics.json: $(DATA)/04_cluster/manifest.csv | $(STAMP)
 	$(PY) scripts/06_classify_kfold.py --in $(DATA)/04_cluster --out $(DATA)/06_classify_kfold $(CLASSIFY_ARGS) $(FORCE)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,30 @@ class EpochCheckpoint(keras.callbacks.Callback):
         for old in [*self.folder.glob("epoch-*.weights.h5"), *self.folder.glob("best-*.npz")]:
             if old.name not in kept:
                 old.unlink()
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after the epoch that ends past `minutes` of wall time.
+
+    Why: a Kaggle kernel or a lent GPU gives a fixed time, and a run killed at its limit keeps
+    nothing; stopped here, EarlyStopping still restores the best weights and the test part is scored.
+    `spent` (seconds) is carried by a resumed run's checkpoint: the budget spans both runs.
+    """
+
+    def __init__(self, minutes: float) -> None:
+        super().__init__()
+        self.seconds = 60.0 * float(minutes)
+        self.spent = 0.0
+        self.clock = 0.0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.clock = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        now = time.perf_counter()
+        self.spent, self.clock = self.spent + now - self.clock, now
+        if self.spent > self.seconds:
+            self.model.stop_training = True
 
 
 def _plain(value: Any) -> Any:

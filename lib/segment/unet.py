@@ -51,7 +51,6 @@ pixel, (N, S, S, 1); `predict` resizes back to each slice's own size.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -62,7 +61,7 @@ import numpy as np
 from keras import layers, ops
 
 from lib.common.fingerprint import fingerprint, loss_weights
-from lib.common.keras_checkpoint import CHECKPOINT_DIR, EpochCheckpoint
+from lib.common.keras_checkpoint import CHECKPOINT_DIR, EpochCheckpoint, TimeBudget
 from lib.segment.paired_augment import PairedAugment
 
 # --- hyper-parameters ------------------------------------------------------------
@@ -367,30 +366,6 @@ class SliceSequence(keras.utils.PyDataset):
 def compile_model(model: keras.Model, learning_rate: float = LEARNING_RATE) -> None:
     """Adam on dice_bce_loss, with the per-image hard Dice as metric "dice"."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=dice_bce_loss, metrics=[dice_metric()])
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stops training after the epoch that ends past `minutes` of wall time.
-
-    Why: a Kaggle kernel or a lent GPU gives a fixed time, and a run killed at its limit keeps
-    nothing; stopped here, EarlyStopping still restores the best weights and the test part is scored.
-    `spent` (seconds) is carried by a resumed run's checkpoint: the budget spans both runs.
-    """
-
-    def __init__(self, minutes: float) -> None:
-        super().__init__()
-        self.seconds = 60.0 * float(minutes)
-        self.spent = 0.0
-        self.clock = 0.0
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.clock = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        now = time.perf_counter()
-        self.spent, self.clock = self.spent + now - self.clock, now
-        if self.spent > self.seconds:
-            self.model.stop_training = True
 
 
 def callbacks(patience: int, out_dir: Path | None, minutes: float | None = None) -> list[keras.callbacks.Callback]:

@@ -14,7 +14,7 @@ import pytest
 
 from lib.acquire import phantom
 from lib.common import manifest
-from lib.synth import diffusion, realism, run_ddim_train
+from lib.synth import anomaly, diffusion, realism, run_ddim_train
 from tests.conftest import ROOT
 
 
@@ -83,6 +83,19 @@ def test_a_conditional_ddim_takes_a_class_per_slice() -> None:
         diffusion.build_network(18, (8, 16, 32))
 
 
+def test_the_anomaly_score_is_one_number_per_slice_and_its_auc_has_an_interval() -> None:
+    x = phantom_slices(6, 16)
+    for conditional in (False, True):
+        network = diffusion.build_network(16, (8, 16), block_depth=1, conditional=conditional)
+        score = anomaly.tumour_score(network, x, conditional, seed=0)
+        assert score.shape == (6,) and np.isfinite(score).all()
+        np.testing.assert_array_equal(score, anomaly.tumour_score(network, x, conditional, seed=0))
+    y = np.array([1, 1, 1, 0, 0, 0])
+    found = anomaly.roc(y, np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.75]))
+    assert found["roc_auc"] == pytest.approx(8 / 9) and found["roc_auc_ci"][0] <= found["roc_auc"] <= 1.0
+    assert anomaly.roc(np.ones(3), np.zeros(3))["roc_auc"] is None  # one class: no AUC, said so
+
+
 def stage_args(in_dir: Path, out: Path, **changes) -> argparse.Namespace:
     """05's options for a tiny run (what scripts/05_ddim_train.py parses)."""
     options = dict(in_dir=in_dir, out=out, force=False, workers=1, size=16, conditional=False, epochs=3,
@@ -133,6 +146,9 @@ def test_the_stage_writes_samples_other_stages_can_read_and_scores_them(tiny_bun
         assert cv2.imread(str(manifest.resolve(out / "samples", path)), cv2.IMREAD_GRAYSCALE).shape == (16, 16)
     assert (out / "grids" / "epoch-0002.png").is_file() and (out / "samples_grid.png").is_file()
     assert "KID floor" in (out / "report.html").read_text()
+    found = metrics["anomaly"]  # held-out tumour slices and every tumour-free one, none trained on
+    assert found["no_tumour"] > 0 and found["tumour"] == metrics["val_slices"]
+    assert 0.0 <= found["roc_auc"] <= 1.0
     lineage = json.loads((out / "lineage.json").read_text())
     assert lineage["stage"] == "05_ddim_train" and lineage["settings"]["size"] == 16
 

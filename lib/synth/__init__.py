@@ -1,4 +1,4 @@
-"""Phase 4, generated slices (stage 05_ddim_train): the place for the diffusion model of issue 30.
+"""Phase 4, generated slices (stage 05_ddim_train): a DDIM of brain slices and how real its samples are.
 
-Empty for now; it sits between regions and classify so that classifiers may read its samples.
+It sits between regions and classify so that classifiers may read its samples.
 """

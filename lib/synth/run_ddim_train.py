@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit
 
-from lib.common import manifest, plots, report
+from lib.common import manifest, metrics, plots, report
 from lib.common.fingerprint import fingerprint
 from lib.common.io import read_image, write_json_atomic, write_png
 from lib.common.keras_checkpoint import CHECKPOINT_DIR, EpochCheckpoint, TimeBudget
 from lib.common.stage import check_in_dir, write_lineage
-from lib.synth import diffusion, realism
+from lib.synth import anomaly, diffusion, realism
 
 MODEL_FILE = "model.keras"
 LABELS = {"no_tumor": 0, "tumor": 1}
@@ -38,7 +38,8 @@ GRID_SAMPLES = 16
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Stage 05 from parsed arguments (see scripts/05_ddim_train.py)."""
     out: Path = args.out
-    rows = real_rows(check_in_dir(args.in_dir, out), args.conditional)
+    table = check_in_dir(args.in_dir, out)
+    rows = real_rows(table, args.conditional)
     images = load_slices(args.in_dir, rows, args.size)
     train, val = split(rows, args.val_fraction, args.seed)
     mean, std = float(images[train].mean()), float(images[train].std()) or 1.0
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               "final": {key: values[-1] for key, values in history.items() if values}}
     generated, generated_labels = write_samples(network, args, mean, std, out)
     result["realism"] = score_realism(images, rows, train, val, generated, generated_labels, args)
+    result["anomaly"] = score_anomaly(network, table, rows.iloc[val], (mean, std), args)
     result["plots"] = write_plots(network, history, mean, std, args, out)
     write_json_atomic(out / "metrics.json", result)
     write_lineage(out, "05_ddim_train", args, {"in": args.in_dir})
@@ -219,6 +221,21 @@ def score_realism(images: np.ndarray, rows: pd.DataFrame, train: np.ndarray, val
     return result
 
 
+def score_anomaly(network: keras.Model, table: pd.DataFrame, held_out: pd.DataFrame, mean_std: tuple[float, float],
+                  args: argparse.Namespace) -> dict[str, Any]:
+    """ROC AUC of the anomaly score (lib.synth.anomaly) on slices the model never trained on: the held-out
+    ones, plus, for a tumour-only model, every tumour-free slice."""
+    scored = held_out
+    if not args.conditional:
+        free = manifest.ok_rows(table)
+        scored = pd.concat([held_out, free[free["label"] == "no_tumor"]], ignore_index=True)
+    x = ((load_slices(args.in_dir, scored, args.size) - mean_std[0]) / mean_std[1])[..., None]
+    score = anomaly.tumour_score(network, x, args.conditional, args.seed)
+    return {**anomaly.roc((scored["label"] == "tumor").to_numpy(int), score), "time": anomaly.ANOMALY_TIME,
+            "draws": anomaly.DRAWS, "scored": "held-out slices" + ("" if args.conditional else
+                                                                   " and every tumour-free slice")}
+
+
 # --- reporting -------------------------------------------------------------------------
 
 
@@ -245,6 +262,11 @@ def write_report(out: Path, result: dict[str, Any]) -> Path:
         summary["KID (samples vs held-out real)"] = f"{scores['kid_mean']:.3g} ± {scores['kid_std']:.2g}"
         summary["KID floor (real vs real)"] = f"{scores['floor_mean']:.3g} ± {scores['floor_std']:.2g}"
         summary["two-sample test ROC AUC (0.5: indistinguishable)"] = f"{scores['two_sample_auc']:.3f}"
+    found = result.get("anomaly") or {}
+    if found.get("roc_auc") is not None:
+        summary["anomaly score ROC AUC (" + found["scored"] + ")"] = (
+            f"{found['roc_auc']:.3f} {metrics.interval_text(found['roc_auc_ci'])} "
+            f"({found['tumour']} tumour, {found['no_tumour']} tumour-free)")
     grids = sorted((out / "grids").glob("*.png")) if (out / "grids").is_dir() else []
     sections = [("Summary", report.dict_table_html(summary)),
                 ("Samples", "".join(report.img_html(out, out / p) for p in result["plots"])),
@@ -260,4 +282,8 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
     if scores:
         print(f"  KID ({scores['features']}) {scores['kid_mean']:.3g} ± {scores['kid_std']:.2g}; floor "
               f"{scores['floor_mean']:.3g} ± {scores['floor_std']:.2g}; two-sample AUC {scores['two_sample_auc']:.3f}")
+    found = result.get("anomaly") or {}
+    if found.get("roc_auc") is not None:
+        print(f"  anomaly score ROC AUC {found['roc_auc']:.3f} {metrics.interval_text(found['roc_auc_ci'])} "
+              f"on {found['tumour']} held-out tumour and {found['no_tumour']} tumour-free slices")
     print(f"  samples: {out / 'samples'}; report: {out / 'report.html'}")

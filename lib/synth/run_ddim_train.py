@@ -50,7 +50,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           f"{' (both classes, conditional)' if args.conditional else ' (tumour slices)'}")
     network, history = train_network(normalised, labels, train, val, (mean, std), args)
     seconds = float(np.nansum(history.get("epoch_seconds", [])))  # every run's epochs, a resumed one's included
-    network.save(out / MODEL_FILE)
     result = {"size": args.size, "conditional": args.conditional, "train_slices": int(len(train)),
               "val_slices": int(len(val)), "epochs_run": len(history.get("loss", [])), "train_seconds": seconds,
               "normalisation": {"mean": mean, "std": std}, "ema_momentum": diffusion.ema_momentum(total_steps(args, train)),
@@ -157,7 +156,10 @@ def train_network(images: np.ndarray, labels: np.ndarray | None, train: np.ndarr
                                                        fixed=True),
                 epochs=args.epochs, initial_epoch=checkpoint.epochs_done, verbose=2,
                 callbacks=[ImageLoss(images, labels, train, val, grid, args.seed), *budget, checkpoint])
-    checkpoint.finish()
+    partial = args.out / f".partial.{MODEL_FILE}"  # Keras wants the .keras suffix; renamed when whole
+    network.save(partial)
+    partial.replace(args.out / MODEL_FILE)
+    checkpoint.finish()  # only now: a run killed before this point trains on, never reuses a missing model
     return network, checkpoint.history
 
 

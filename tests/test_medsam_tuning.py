@@ -108,7 +108,7 @@ def test_bfloat16_runs_where_asked_or_native_and_draws_the_float32_masks(tuned: 
 
 @pytest.mark.slow
 def test_a_loaded_model_predicts_through_openvino_with_pytorchs_masks(tuned: tuple) -> None:
-    """On a CPU, load() compiles the saved model with OpenVINO (4-6x faster per slice, bench/bench_tuned_predict.py)."""
+    """On a CPU, load() compiles the saved model with OpenVINO (4.5x PyTorch bfloat16's speed, bench/bench_tuned_predict.py)."""
     import hashlib
 
     from lib.common import openvino_runtime

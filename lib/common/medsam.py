@@ -95,8 +95,8 @@ COMPILE = False
 PRECISIONS = ("auto", "float32", "bfloat16")
 PRECISION = os.environ.get("BRAINMRI_MEDSAM_PRECISION", "auto")
 # What runs the frozen encoder. "auto": OpenVINO on a CPU where it is installed
-# (same maps as PyTorch in float32, 2.6x faster on the dev box; with bfloat16
-# 6x: lib.common.openvino_runtime), PyTorch on a GPU or with COMPILE. "torch"
+# (same maps as PyTorch in float32, 1.7-2.0x faster on the dev box; with bfloat16
+# 3.8-4.5x: lib.common.openvino_runtime), PyTorch on a GPU or with COMPILE. "torch"
 # and "openvino" force one; BRAINMRI_MEDSAM_RUNTIME sets it for any command.
 RUNTIMES = ("auto", "torch", "openvino")
 RUNTIME = os.environ.get("BRAINMRI_MEDSAM_RUNTIME", "auto")

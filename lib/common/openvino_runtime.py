@@ -3,9 +3,9 @@
 Why: LiteMedSAM's image encoder (about 75 GFLOP per slice) is what every
 LiteMedSAM use costs on a laptop: 06's medsam_embed / fusion, 07's labels,
 08's --refine sam, the demo. On the 2-core AMX dev box, at batch 1, OpenVINO
-runs it in float32 2.6x faster than eager PyTorch with the same maps (cosine
-1.0), and with bfloat16 inference precision 6x faster, within the tolerances
-the project set (bench/bench_medsam_speed.py, docs/results.md).
+runs it in float32 1.7-2.0x faster than eager PyTorch with the same maps
+(cosine 1.0), and with bfloat16 inference precision 3.8-4.5x faster, within
+the tolerances the project set (bench/bench_medsam_speed.py, docs/results.md).
 
 The network is converted once (`openvino.convert_model` traces it, about 7 s)
 and the IR is kept under the cache folder, named by a key the caller chooses

@@ -167,7 +167,7 @@ def export_bundle(args: argparse.Namespace, final: ensemble.Ensemble, result: di
 
 
 def _segmenter(unet_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
-    m = json.loads((unet_dir / "metrics.json").read_text())
+    m = segmenter_choice.read_metrics(unet_dir)
     return {"architecture": m["architecture"], "masks": m["masks"], "image_size": m["image_size"],
             "threshold": 0.5, "min_area": int(m.get("min_area") or 0), "masks_when": result["masks_when"],
             "gated": result.get("segmenter_gated"), "choice": result.get("segmenter_choice", []),

@@ -8,6 +8,9 @@ KID is reported with its real-vs-real floor, next to a two-sample test.
 
     python scripts/05_ddim_train.py --in data/02_clean --out data/05_ddim_train [--size 64] [--epochs 200]
     make all runs a CPU quick profile (DDIM_ARGS in the Makefile); a GPU profile: --size 64 --epochs 500
+    one generator per 06 fold, for 06 --synthetic (its images may join that fold's training only):
+    python scripts/05_ddim_train.py --in data/02_clean --out data/05_fold0 --conditional \\
+        --splits data/06_classify_kfold/splits.json --fold 0
 """
 
 import sys
@@ -32,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--learning-rate", type=float, default=diffusion.LEARNING_RATE)
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of duplicate groups held out as real slices the model never trains on")
+    p.add_argument("--splits", type=Path, default=None, metavar="SPLITS_JSON",
+                   help="06's splits.json: train on --fold's inner training part only, so 06 --synthetic can add "
+                        "the samples to that fold without leaking its validation or test slices")
+    p.add_argument("--fold", type=int, default=None, help="with --splits: the fold whose slices stay unseen")
+    p.add_argument("--repeat", type=int, default=0, help="with --splits: the repeat the fold belongs to")
     p.add_argument("--steps", type=int, default=20, help="DDIM sampling steps")
     p.add_argument("--samples", type=int, default=64, help="slices written to samples/")
     p.add_argument("--kid-features", choices=[*realism.FEATURES, "none"], default="litemedsam",

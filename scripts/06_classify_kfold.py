@@ -9,6 +9,8 @@ only: the shortcut baseline every model must beat).
 
     python scripts/06_classify_kfold.py --in data/04_cluster --out data/06_classify_kfold \\
         --models cnn,features,medsam_embed,fusion,metadata,efficientnetv2b0 --weights none
+    with generated slices from one 05 generator per fold (05 --splits <out>/splits.json --fold k):
+    python scripts/06_classify_kfold.py ... --synthetic data/05_fold0 ... data/05_fold4 --synthetic-ratio 0.5
 """
 
 import sys
@@ -43,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
                         "(all tumours: sensitivity) and the phantoms' (both classes)")
     p.add_argument("--external-limit", type=int, default=None,
                    help="use an evenly spaced sample of this many external images (quicker)")
+    p.add_argument("--synthetic", nargs="+", type=Path, default=[], metavar="DIR",
+                   help="05_ddim_train folders: each model also trains with their slices added to each fold's "
+                        "training part (never validation or test), reported as <model>+ddim with the ROC AUC "
+                        "difference; a fold takes only a generator that never saw its slices (05 --splits --fold)")
+    p.add_argument("--synthetic-ratio", type=float, default=0.5,
+                   help="generated slices added per real training slice of a fold")
     run_classify_kfold.run(p.parse_args(argv))
     return 0
 

@@ -93,9 +93,9 @@ def test_nested_oof_never_uses_the_held_out_fold() -> None:
 @pytest.mark.slow
 def test_auc_difference_is_zero_for_identical_models_and_positive_for_a_better_one() -> None:
     m = synthetic_members()
-    same = ensemble.auc_difference(m.y, m.prob[:, 0], m.prob[:, 0])
+    same = metrics.auc_difference(m.y, m.prob[:, 0], m.prob[:, 0])
     assert same["difference"] == 0 and same["ci"][0] <= 0 <= same["ci"][1]
-    better = ensemble.auc_difference(m.y, m.prob[:, 0], m.prob[:, 2])
+    better = metrics.auc_difference(m.y, m.prob[:, 0], m.prob[:, 2])
     assert better["difference"] > 0.2 and better["ci"][0] > 0
 
 

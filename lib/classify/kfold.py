@@ -22,12 +22,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from lib.classify.fold import Fold, FoldResult
 from lib.common import metrics
+from lib.common.splits import VAL_SHARE, fold_parts, inner_split  # noqa: F401 - the protocol's parts, re-exported
 
-VAL_SHARE = 0.2  # inner validation part of each training fold (1 of 5 inner groups)
 IMAGE_FAMILIES = ("cnn", "vgg16", "resnet50", "efficientnetv2b0", "efficientnetv2s", "convnext_tiny")
 TABLE_FAMILIES = ("features", "medsam_embed", "fusion", "metadata")
 FAMILIES = IMAGE_FAMILIES + TABLE_FAMILIES
@@ -36,13 +35,16 @@ SHORTCUTS = ("metadata",)  # file properties only: a baseline to beat, never a m
 
 @dataclass
 class Inputs:
-    """What one family trains on, aligned with `ids`; `extra_x` are outside images to predict (or None)."""
+    """What one family trains on, aligned with `ids`; `extra_x` are outside images to predict (or None);
+    `synthetic` gives generated slices for a fold's training part (06 --synthetic), or is None."""
 
     ids: list[str]
     x: np.ndarray
     y: np.ndarray
     groups: np.ndarray
     extra_x: np.ndarray | None = None
+    # (repeat, fold, inner-train size) -> generated (x, y) to add to that fold's training part, or None
+    synthetic: Callable[[int, int, int], tuple[np.ndarray, np.ndarray]] | None = None
 
 
 @dataclass
@@ -53,6 +55,12 @@ class CrossValidation:
     histories: list[dict[str, Any]] = field(default_factory=list)
     extra_prob: np.ndarray | None = None  # mean over fold models
     extra_threshold: float | None = None  # median of the fold thresholds
+
+
+def base_family(name: str) -> str:
+    """'cnn' for 'cnn+ddim': a family trained with generated slices (06 --synthetic) is run and deployed like
+    the family itself."""
+    return name.partition("+")[0]
 
 
 def runner(family: str) -> Callable[[Fold, dict[str, Any]], FoldResult]:
@@ -72,27 +80,20 @@ def runner(family: str) -> Callable[[Fold, dict[str, Any]], FoldResult]:
     raise ValueError(f"unknown model {family!r}; choose from {', '.join(FAMILIES)}")
 
 
-def inner_split(y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (inner train, validation) of a training fold, groups kept together."""
-    splitter = StratifiedGroupKFold(n_splits=round(1 / VAL_SHARE), shuffle=True, random_state=seed)
-    train, val = next(splitter.split(np.zeros(len(y)), y, groups))
-    return train, val
-
-
 def cross_validate(family: str, data: Inputs, splits: dict[str, Any], settings: dict[str, Any],
                    out_dir: Path, target_sensitivity: float = metrics.TARGET_SENSITIVITY,
                    progress: Callable[[str], None] = print) -> CrossValidation:
     """Every repeat and fold of `splits` for one family; returns the OOF table."""
     run = runner(family)
-    position = {i: n for n, i in enumerate(data.ids)}
     rows, histories, extras, thresholds = [], [], [], []
-    for repeat, fold_of in enumerate(splits["assignments"]):
+    for repeat in range(len(splits["assignments"])):
         for k in range(splits["folds"]):
-            test = np.array([position[i] for i, f in fold_of.items() if f == k and i in position])
-            train = np.array([position[i] for i, f in fold_of.items() if f != k and i in position])
-            inner, val = inner_split(data.y[train], data.groups[train], seed=splits["seed"] + 100 * repeat + k)
-            inner, val = train[inner], train[val]
-            fold = Fold(train_x=data.x[inner], train_y=data.y[inner], val_x=data.x[val], val_y=data.y[val],
+            inner, val, test = fold_parts(splits, data.ids, data.y, data.groups, repeat, k)
+            train_x, train_y = data.x[inner], data.y[inner]
+            if data.synthetic is not None:  # generated slices join the training part, never val or test
+                extra_x, extra_y = data.synthetic(repeat, k, len(inner))
+                train_x, train_y = np.concatenate([train_x, extra_x]), np.concatenate([train_y, extra_y])
+            fold = Fold(train_x=train_x, train_y=train_y, val_x=data.x[val], val_y=data.y[val],
                         test_x=data.x[test], out_dir=out_dir / f"repeat{repeat}_fold{k}",
                         seed=splits["seed"] + repeat, extra_x=data.extra_x)
             fold.out_dir.mkdir(parents=True, exist_ok=True)

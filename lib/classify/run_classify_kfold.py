@@ -7,6 +7,10 @@ comparison.md and report.html, sorted by ROC AUC, the metadata shortcut
 baseline included. With --external, each model's fold models also predict
 another labelled folder (e.g. figshare, all tumours) and its sensitivity there
 is reported: a model that learned one data set's quirks misses them.
+With --synthetic, each model also trains with generated slices (stage 05) added
+to each fold's training part, reported as "<model>+ddim", and the ROC AUC
+difference is given with a paired bootstrap interval (lib.classify.synthetic
+says which generator may serve which fold).
 A model whose metrics.json matches the current settings is not retrained.
 """
 
@@ -23,12 +27,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lib.classify import kfold
+from lib.classify import kfold, synthetic
 from lib.common import manifest, metrics, plots, report, splits
 from lib.common.dedup import sha256_file
 from lib.common.io import as_json, read_image, write_json_atomic, write_text_atomic
 from lib.common.metrics import interval_text, number_text, rounded
 from lib.common.stage import check_in_dir, write_lineage
+from lib.regions import slice_features
 
 COMPARISON_KEYS = ("roc_auc", "pr_auc")
 OPERATING_KEYS = ("sensitivity", "specificity", "precision", "f1")
@@ -47,21 +52,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     external = [_external_rows(folder, getattr(args, "external_limit", None)) for folder in args.external]
+    chosen = plan_generators(getattr(args, "synthetic", None) or [], rows, folds)
     results = {}
     for family in models:
         results[family] = train_family(family, rows, args, folds, out, external)
+        if chosen and family not in kfold.SHORTCUTS:  # the same family again, generated slices added
+            results[family + synthetic.SUFFIX] = train_family(family, rows, args, folds, out, external, chosen)
     selection = external_verdict(results)
     table = comparison(results)
+    effect = synthetic_effect(results, out, args.synthetic_ratio, chosen) if chosen else None
     write_text_atomic(out / "comparison.md", report.markdown_table(table))
     summary = {"models": results, "input": os.path.relpath(args.in_dir, out), "folds": args.folds,
                "repeats": args.repeats, "images": args.images,
-               "target_sensitivity": args.target_sensitivity, "selection": selection}
+               "target_sensitivity": args.target_sensitivity, "selection": selection, "synthetic": effect}
     write_json_atomic(out / "metrics.json", summary)
     write_lineage(out, "06_classify_kfold", args,
                   {"in": args.in_dir, **{f"external_{i + 1}": f for i, f in enumerate(args.external)}})
-    write_report(out, table, results, selection)
+    write_report(out, table, results, selection, effect)
     print(report.markdown_table(table))
-    for line in selection["verdicts"]:
+    for line in selection["verdicts"] + (effect_lines(effect) if effect else []):
         print(f"  {line}")
     print(f"  report: {out / 'report.html'}")
     return summary
@@ -161,9 +170,14 @@ def _external_rows(folder: Path, limit: int | None = None) -> tuple[pd.DataFrame
 
 
 def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, folds: dict[str, Any], out: Path,
-                 external: list[tuple[pd.DataFrame, Path]]) -> dict[str, Any]:
-    """Cross-validate one family (or reuse its finished run); write its outputs; return its metrics."""
-    model_dir = out / "models" / family
+                 external: list[tuple[pd.DataFrame, Path]],
+                 chosen: dict[tuple[int, int], synthetic.Generator] | None = None) -> dict[str, Any]:
+    """Cross-validate one family (or reuse its finished run); write its outputs; return its metrics.
+
+    With `chosen` (06 --synthetic) each fold's training part also gets generated slices from its generator;
+    the run is reported as "<family>+ddim" next to the family's own."""
+    name = family + synthetic.SUFFIX if chosen else family
+    model_dir = out / "models" / name
     settings = {"rebalance": args.rebalance, "weights": args.weights, "backbone": family,
                 "epochs": args.epochs, "image_size": args.image_size,
                 "finetune_epochs": getattr(args, "finetune_epochs", None)}
@@ -172,18 +186,22 @@ def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, fold
                  "external": [str(f) for f in args.external] if args.external else "",
                  "external_limit": getattr(args, "external_limit", None),
                  "target": args.target_sensitivity}
+    if chosen:
+        signature["synthetic"] = {"ratio": args.synthetic_ratio, "generators": synthetic.describe(chosen)}
     done = model_dir / "metrics.json"
     if done.is_file() and not args.force:
         saved = json.loads(done.read_text())
         if saved.get("signature") == as_json(signature, default=str) and has_fold_models(model_dir):
-            print(f"{family}: finished earlier with the same folds and settings; reusing {done}")
+            print(f"{name}: finished earlier with the same folds and settings; reusing {done}")
             return saved["metrics"]
     start = time.perf_counter()
+    x = family_matrix(family, rows, args.in_dir, args, out)
     data = kfold.Inputs(
-        ids=list(rows["id"]), x=family_matrix(family, rows, args.in_dir, args, out),
+        ids=list(rows["id"]), x=x,
         y=(rows["label"] == "tumor").to_numpy(int), groups=rows.get("dup_group", rows["id"]).to_numpy(),
         extra_x=np.vstack([family_matrix(family, ext, folder, args, out) for ext, folder in external])
         if external else None,
+        synthetic=GeneratedSlices(family, chosen, args, out, _slice_shape(rows, args)) if chosen else None,
     )
     if family == "fusion":  # its matrix is [features | embeddings]: tell the heads where the cut is
         settings = {**settings, "feature_columns": len(features_table(args.in_dir).columns)}
@@ -193,13 +211,116 @@ def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, fold
     if cv.extra_prob is not None:
         result["external"] = external_scores(external, cv.extra_prob, cv.extra_threshold)
     cv.oof.to_csv(model_dir / "oof.csv", index=False)
-    result["plots"] = _family_plots(family, cv, result, model_dir, out)
+    if data.synthetic is not None:
+        result["generated_slices_added"] = data.synthetic.added
+    result["plots"] = _family_plots(name, cv, result, model_dir, out)
     write_json_atomic(done, {"signature": signature, "metrics": result, "histories": cv.histories})
     op = result["operating"]
-    print(f"{family}: ROC AUC {number_text(result['roc_auc'])} {interval_text(result['roc_auc_ci'])}, "
+    print(f"{name}: ROC AUC {number_text(result['roc_auc'])} {interval_text(result['roc_auc_ci'])}, "
           f"sensitivity {number_text(op['sensitivity'])}, specificity {number_text(op['specificity'])}"
           f" ({result['seconds']:.0f} s)")
     return result
+
+
+# --- generated training slices (--synthetic) ------------------------------------------
+
+
+def plan_generators(folders: list[Path], rows: pd.DataFrame,
+                    folds: dict[str, Any]) -> dict[tuple[int, int], synthetic.Generator] | None:
+    """Each fold's generator (lib.classify.synthetic.plan), checked before anything trains; None without any."""
+    if not folders:
+        return None
+    generators = [synthetic.Generator.load(f) for f in folders]
+    ids, y = list(rows["id"]), (rows["label"] == "tumor").to_numpy(int)
+    groups = rows.get("dup_group", rows["id"]).to_numpy()
+    parts = {(r, k): splits.fold_parts(folds, ids, y, groups, r, k)
+             for r in range(len(folds["assignments"])) for k in range(folds["folds"])}
+    chosen = synthetic.plan(generators, rows, parts)
+    for fold, text in synthetic.describe(chosen).items():
+        print(f"generated slices for repeat/fold {fold}: {text}")
+    return chosen
+
+
+def _slice_shape(rows: pd.DataFrame, args: argparse.Namespace) -> tuple[int, int]:
+    """The real slices' (height, width): generated ones are resized to it."""
+    first = read_image(args.in_dir / rows[_image_column(rows, args.images)].iloc[0]).pixels
+    return first.shape[:2]
+
+
+class GeneratedSlices:
+    """kfold.Inputs.synthetic for one family: per fold, --synthetic-ratio x the inner training size of that
+    fold's generator's slices, in the family's input form; `added` counts them per fold and class."""
+
+    def __init__(self, family: str, chosen: dict[tuple[int, int], synthetic.Generator],
+                 args: argparse.Namespace, out: Path, shape: tuple[int, int]) -> None:
+        self.family, self.chosen, self.args, self.out, self.shape = family, chosen, args, out, shape
+        self.added: dict[str, dict[str, int]] = {}
+
+    def __call__(self, repeat: int, k: int, inner_size: int) -> tuple[np.ndarray, np.ndarray]:
+        generator = self.chosen[(repeat, k)]
+        drawn = synthetic.draw(generator, round(self.args.synthetic_ratio * inner_size),
+                               seed=self.args.seed + 100 * repeat + k)
+        x, kept = generated_matrix(self.family, generator, drawn, self.args, self.out, self.shape)
+        y = (kept["label"] == "tumor").to_numpy(int)
+        self.added[f"{repeat}/{k}"] = {"tumor": int(y.sum()), "no_tumor": int(len(y) - y.sum())}
+        return x, y
+
+
+def generated_matrix(family: str, generator: synthetic.Generator, drawn: pd.DataFrame, args: argparse.Namespace,
+                     out: Path, shape: tuple[int, int]) -> tuple[np.ndarray, pd.DataFrame]:
+    """What `family` trains on for the drawn generated slices, and the rows kept (a slice in which 02's head
+    finder finds no head has no features: it is left out, and said so)."""
+    images = synthetic.pixels(generator, drawn, shape)
+    if family in kfold.IMAGE_FAMILIES:
+        return np.stack(images), drawn
+    parts, keep = [], np.ones(len(drawn), bool)
+    if family in ("features", "fusion"):
+        recipe = slice_features.FeatureRecipe.of(args.in_dir)
+        vectors = []
+        for i, grey in enumerate(images):
+            try:
+                vectors.append(slice_features.vector(grey, recipe))
+            except ValueError as err:
+                keep[i] = False
+                print(f"warning: {generator.folder}/samples {drawn['id'].iloc[i]}: {err}; left out")
+        parts.append(np.array(vectors).reshape(len(vectors), len(recipe.columns)))
+    if family in ("medsam_embed", "fusion"):
+        from lib.common import medsam
+
+        kept_images = [im for im, ok in zip(images, keep) if ok]
+        cache = medsam.EmbeddingCache(out / "cache" / "medsam_embeddings.npz")
+        parts.append(cache.get_or_compute(list(drawn["id"][keep]), kept_images))
+    if not parts:
+        raise SystemExit(f"error: --synthetic cannot feed the {family} model (it reads file properties)")
+    return np.hstack(parts), drawn[keep].reset_index(drop=True)
+
+
+def synthetic_effect(results: dict[str, dict[str, Any]], out: Path, ratio: float,
+                     chosen: dict[tuple[int, int], synthetic.Generator]) -> dict[str, Any]:
+    """Per family: out-of-fold ROC AUC with generated slices minus without, with a paired bootstrap interval.
+
+    Why paired: both runs predict the same test slices from the same folds, so the interval is of the
+    difference itself, and a small gain is not mistaken for noise (or noise for a gain)."""
+    effects = {}
+    for name in results:
+        if not name.endswith(synthetic.SUFFIX):
+            continue
+        family = name[:-len(synthetic.SUFFIX)]
+        with_, without = (pd.read_csv(out / "models" / n / "oof.csv").query("repeat == 0").set_index("id")
+                          for n in (name, family))
+        without = without.loc[with_.index]
+        found = metrics.auc_difference(with_["label"].to_numpy(bool), with_["prob"].to_numpy(float),
+                                       without["prob"].to_numpy(float))
+        effects[family] = {"with": results[name]["roc_auc"], "without": results[family]["roc_auc"], **found,
+                           "added": results[name].get("generated_slices_added")}
+    return {"ratio": ratio, "generators": synthetic.describe(chosen), "effects": effects}
+
+
+def effect_lines(effect: dict[str, Any]) -> list[str]:
+    """One sentence per family: the ROC AUC difference the generated slices made."""
+    return [f"{family} with generated slices: ROC AUC {number_text(e['with'])} against {number_text(e['without'])} "
+            f"without, difference {e['difference']:+.3f} {interval_text(e['ci'])} (paired bootstrap)"
+            for family, e in effect["effects"].items()]
 
 
 def external_scores(external: list[tuple[pd.DataFrame, Path]], prob: np.ndarray,
@@ -306,12 +427,16 @@ def comparison(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
 
 
 def write_report(out: Path, table: pd.DataFrame, results: dict[str, dict[str, Any]],
-                 selection: dict[str, Any] | None = None) -> Path:
+                 selection: dict[str, Any] | None = None, effect: dict[str, Any] | None = None) -> Path:
     sections = [("Models compared on identical grouped folds (sorted by ROC AUC; metadata = shortcut baseline; "
                  "<name>_... columns: the fold models on an external set)",
                  report.table_html(table.to_dict("records")))]
     if selection and selection["verdicts"]:
         sections.append(("Inside against outside", "".join(f"<p>{v}</p>" for v in selection["verdicts"])))
+    if effect:
+        generators = report.dict_table_html({f"repeat/fold {k}": v for k, v in effect["generators"].items()})
+        sections.append((f"Generated training slices (05; {effect['ratio']:g} per real training slice)",
+                         "".join(f"<p>{line}</p>" for line in effect_lines(effect)) + generators))
     for name in table["model"]:
         images = "".join(report.img_html(out, out / p) for p in results[name]["plots"])
         sections.append((name, images))

@@ -11,6 +11,7 @@ read back by every model, so models are compared on identical folds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -60,6 +61,38 @@ def load_or_make(path: Path, df: pd.DataFrame, folds: int, repeats: int, seed: i
             return saved
     write_json_atomic(path, wanted)
     return wanted
+
+
+VAL_SHARE = 0.2  # inner validation part of each training fold (1 of 5 inner groups)
+
+
+def inner_split(y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (inner train, validation) of a training fold, groups kept together."""
+    splitter = StratifiedGroupKFold(n_splits=round(1 / VAL_SHARE), shuffle=True, random_state=seed)
+    train, val = next(splitter.split(np.zeros(len(y)), y, groups))
+    return train, val
+
+
+def fold_parts(splits: dict[str, Any], ids: list[str], y: np.ndarray, groups: np.ndarray, repeat: int,
+               k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions into `ids` of fold k's inner train, inner validation and test parts.
+
+    Why one function: 06 trains on these parts, and 05 (with --splits / --fold) trains a generator on the
+    inner train part only, so its images can go into fold k's training without having seen that fold's
+    validation or test slices. Both must cut the folds identically."""
+    position = {i: n for n, i in enumerate(ids)}
+    fold_of = splits["assignments"][repeat]
+    test = np.array([position[i] for i, f in fold_of.items() if f == k and i in position], int)
+    train = np.array([position[i] for i, f in fold_of.items() if f != k and i in position], int)
+    y, groups = np.asarray(y), np.asarray(groups)
+    inner, val = inner_split(y[train], groups[train], seed=splits["seed"] + 100 * repeat + k)
+    return train[inner], train[val], test
+
+
+def digest(splits: dict[str, Any]) -> str:
+    """A short fingerprint of the fold assignments: says whether two stages used the same folds."""
+    text = json.dumps(as_json(splits), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def fold_pairs(splits: dict[str, Any], repeat: int = 0) -> list[tuple[list[str], list[str]]]:

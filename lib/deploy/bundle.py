@@ -41,6 +41,7 @@ KERAS_KIND = "keras"  # member kind of the image models (cnn and keras.applicati
 
 def member_kind(family: str) -> str:
     """How lib.deploy.predictor runs a family: keras image model, features table, LiteMedSAM embedding, or both."""
+    family = kfold.base_family(family)
     if family in kfold.IMAGE_FAMILIES:
         return KERAS_KIND
     return {"features": "features", "medsam_embed": "medsam", "fusion": "fusion"}[family]
@@ -71,7 +72,7 @@ def _fold_files(model_dir: Path, family: str) -> list[Any]:
         raise ValueError(f"{model_dir}: no fold models; rerun 06_classify_kfold --force --models {family}")
     found = []
     for fold in folds:
-        if family == "fusion":
+        if kfold.base_family(family) == "fusion":
             found.append({head: fold / head / "model.joblib" for head in ("features", "embeddings")})
         else:
             found.append(fold / ("model.keras" if member_kind(family) == KERAS_KIND else "model.joblib"))
@@ -99,7 +100,7 @@ def copy_members(classify_dir: Path, names: list[str], root: Path, feature_colum
                                        for h, p in files.items()})
             else:
                 entry["folds"].append(_copy(files, root, f"classifiers/{name}/fold{k}/{files.name}"))
-        if name == "fusion":
+        if kfold.base_family(name) == "fusion":
             entry["feature_columns"] = feature_columns
         members[name] = entry
     return members

@@ -234,11 +234,3 @@ def nested_oof(members: Members, target_sensitivity: float = metrics.TARGET_SENS
                          "threshold": model.threshold, "decision": int(p >= model.threshold),
                          "combiner": model.combiner["kind"], "calibrator": model.calibrator["kind"]})
     return pd.DataFrame(rows)
-
-
-def auc_difference(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """ROC AUC of a minus that of b on the same slices, with a paired bootstrap 95 % interval."""
-    both = np.column_stack([a, b])
-    diff = lambda yy, pp: roc_auc_score(yy, pp[:, 0]) - roc_auc_score(yy, pp[:, 1])  # noqa: E731
-    low, high = metrics.bootstrap_interval(np.asarray(y, bool), both, diff)
-    return {"difference": float(diff(np.asarray(y, bool), both)), "ci": [low, high]}

@@ -86,7 +86,7 @@ def evaluate(members: ensemble.Members, oof: pd.DataFrame, classify_dir: Path) -
         "folds": int(len(np.unique(members.fold))), "ensemble": summary,
         "chosen_per_fold": oof.groupby("fold")[["combiner", "calibrator"]].first().to_dict("index"),
         "singles": singles, "best_single": {"name": best, "metrics": singles[best]},
-        "auc_difference": ensemble.auc_difference(y, oof["prob"].to_numpy(float), members.prob[:, column]),
+        "auc_difference": metrics.auc_difference(y, oof["prob"].to_numpy(float), members.prob[:, column]),
     }
 
 

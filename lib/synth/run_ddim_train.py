@@ -2,17 +2,20 @@
 
 Reads 02's manifest (tumour slices only, or both classes with --conditional);
 holds out a share of the duplicate groups as real validation slices (never
-trained on: the validation losses and KID are measured against them); trains
+trained on: the validation losses and KID are measured against them), or, with
+--splits and --fold, trains on one 06 fold's inner training part only; trains
 lib.synth.diffusion's network with a checkpoint per epoch (a rerun resumes,
 --time-budget stops in time); then writes the model (EMA weights), samples/
 with a manifest (origin=synthetic, label, seed: readable like any stage
-folder), sample grids, loss curves, KID with its real-vs-real floor, the
-two-sample test, metrics.json and report.html.
+folder), trained_on.csv (the real slices it learned from), sample grids, loss
+curves, KID with its real-vs-real floor, the two-sample test, metrics.json and
+report.html.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,14 +26,15 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit
 
-from lib.common import manifest, metrics, plots, report
+from lib.common import manifest, metrics, plots, report, splits
 from lib.common.fingerprint import fingerprint
-from lib.common.io import read_image, write_json_atomic, write_png
+from lib.common.io import read_image, write_json_atomic, write_png, write_text_atomic
 from lib.common.keras_checkpoint import CHECKPOINT_DIR, EpochCheckpoint, TimeBudget
 from lib.common.stage import check_in_dir, write_lineage
 from lib.synth import anomaly, diffusion, realism
 
 MODEL_FILE = "model.keras"
+TRAINED_ON = "trained_on.csv"
 LABELS = {"no_tumor": 0, "tumor": 1}
 GRID_SAMPLES = 16
 
@@ -39,9 +43,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Stage 05 from parsed arguments (see scripts/05_ddim_train.py)."""
     out: Path = args.out
     table = check_in_dir(args.in_dir, out)
-    rows = real_rows(table, args.conditional)
+    rows, train, val, fold = choose_parts(table, args)
     images = load_slices(args.in_dir, rows, args.size)
-    train, val = split(rows, args.val_fraction, args.seed)
     mean, std = float(images[train].mean()), float(images[train].std()) or 1.0
     normalised = ((images - mean) / std)[..., None]
     labels = rows["label"].map(LABELS).to_numpy(np.int32) if args.conditional else None
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           f"{' (both classes, conditional)' if args.conditional else ' (tumour slices)'}")
     network, history = train_network(normalised, labels, train, val, (mean, std), args)
     seconds = float(np.nansum(history.get("epoch_seconds", [])))  # every run's epochs, a resumed one's included
-    result = {"size": args.size, "conditional": args.conditional, "train_slices": int(len(train)),
+    write_trained_on(rows.iloc[train], out)
+    result = {"size": args.size, "conditional": args.conditional, "fold": fold, "train_slices": int(len(train)),
               "val_slices": int(len(val)), "epochs_run": len(history.get("loss", [])), "train_seconds": seconds,
               "normalisation": {"mean": mean, "std": std}, "ema_momentum": diffusion.ema_momentum(total_steps(args, train)),
               "final": {key: values[-1] for key, values in history.items() if values}}
@@ -77,6 +81,60 @@ def real_rows(df: pd.DataFrame, conditional: bool) -> pd.DataFrame:
         raise SystemExit(f"error: only {len(rows)} usable {'/'.join(wanted)} slices in the input; "
                          "05 needs at least 4 (point --in at 02_clean's folder)")
     return rows
+
+
+def choose_parts(table: pd.DataFrame, args: argparse.Namespace) -> tuple[pd.DataFrame, np.ndarray, np.ndarray,
+                                                                        dict[str, Any] | None]:
+    """The real slices, the training and held-out positions into them, and the fold (None without --splits).
+
+    With --splits and --fold the generator trains on that fold's inner training part only and is scored
+    against its inner validation part; the fold's test slices are left out altogether, so 06 may add this
+    generator's images to that fold's training without leaking its validation or test slices."""
+    rows = real_rows(table, args.conditional)
+    if getattr(args, "splits", None) is None:
+        train, val = split(rows, args.val_fraction, args.seed)
+        return rows, train, val, None
+    folds = read_splits(args.splits, args.fold, args.repeat)
+    labelled = manifest.ok_rows(table)
+    labelled = labelled[labelled["label"].isin(list(LABELS))].reset_index(drop=True)
+    ids = labelled["id"].tolist()
+    if not set(ids) & set(folds["assignments"][args.repeat]):
+        raise SystemExit(f"error: {args.splits} names none of {args.in_dir}'s slices; give the splits.json of a "
+                         "06 run on this data set")
+    inner, held, _ = splits.fold_parts(folds, ids, (labelled["label"] == "tumor").to_numpy(),
+                                       labelled.get("dup_group", labelled["id"]).to_numpy(), args.repeat, args.fold)
+    train_ids, held_ids = set(labelled["id"].iloc[inner]), set(labelled["id"].iloc[held])
+    rows = rows[rows["id"].isin(train_ids | held_ids)].reset_index(drop=True)
+    train = np.flatnonzero(rows["id"].isin(train_ids).to_numpy())
+    val = np.flatnonzero(rows["id"].isin(held_ids).to_numpy())
+    if len(train) < 2 or len(val) < 2:
+        raise SystemExit(f"error: fold {args.fold} of {args.splits} leaves {len(train)} training and {len(val)} "
+                         "held-out slices of the wanted classes; use fewer folds or --conditional")
+    return rows, train, val, {"splits": str(args.splits), "digest": splits.digest(folds), "fold": args.fold,
+                              "repeat": args.repeat}
+
+
+def read_splits(path: Path, fold: int | None, repeat: int) -> dict[str, Any]:
+    """06's splits.json, checked against --fold and --repeat."""
+    try:
+        folds = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: --splits {path}: {err}; give the splits.json that 06_classify_kfold wrote") from None
+    if fold is None or not 0 <= fold < folds["folds"] or not 0 <= repeat < len(folds["assignments"]):
+        raise SystemExit(f"error: --splits {path} has folds 0-{folds['folds'] - 1} and repeats "
+                         f"0-{len(folds['assignments']) - 1}; give --fold (and --repeat) within them")
+    return folds
+
+
+def write_trained_on(rows: pd.DataFrame, out: Path) -> Path:
+    """trained_on.csv: id, label and content hash of every real slice the generator learned from.
+
+    Why: 06 --synthetic reads it to refuse a generator that saw a fold's validation or test slices
+    (by id within one data set, by hash across copies)."""
+    columns = [c for c in ("id", "label", "sha256") if c in rows.columns]
+    path = out / TRAINED_ON
+    write_text_atomic(path, rows[columns].to_csv(index=False))
+    return path
 
 
 def load_slices(in_dir: Path, rows: pd.DataFrame, size: int) -> np.ndarray:

@@ -158,3 +158,20 @@ def test_too_few_slices_stop_in_one_line(tmp_path: Path) -> None:
                          "image_path": ["a.png", "b.png"], "dup_group": ["g0", "g1"]})
     with pytest.raises(SystemExit, match="only 2 usable tumor slices"):
         run_ddim_train.real_rows(rows, conditional=False)
+
+
+def test_inception_kid_offline_stops_in_one_line_before_training(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from lib.common import keras_weights
+
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable (test)")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(keras_weights.socket, "create_connection", no_network)
+    with pytest.raises(SystemExit) as err:
+        realism.check("inception")
+    message = str(err.value)
+    assert "\n" not in message and "could not be downloaded" in message and "--kid-features litemedsam" in message
+    assert str(tmp_path / "models") in message
+    realism.check("litemedsam")  # the offline default needs no download

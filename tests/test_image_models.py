@@ -9,6 +9,7 @@ import pytest
 from lib.acquire import phantom
 from lib.classify import backbones, cnn
 from lib.classify.fold import Fold, rebalance
+from lib.common import keras_weights
 from lib.preprocess import clean
 
 
@@ -110,7 +111,7 @@ def test_imagenet_offline_fails_fast_with_advice(tmp_path: Path, monkeypatch: py
         raise OSError("network is unreachable (test)")
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setattr(backbones.socket, "create_connection", no_network)
+    monkeypatch.setattr(keras_weights.socket, "create_connection", no_network)
     with pytest.raises(backbones.WeightsUnavailable) as err:  # no retry loop: the patched socket fails at once
         backbones.check_weights("efficientnetv2b0", "imagenet")
     message = str(err.value)

@@ -39,10 +39,6 @@ backbone and head.
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +49,7 @@ import numpy as np
 
 from lib.classify.cnn import augmenter, compile_model, predict, prepare_images, save, settings_with_defaults, train
 from lib.classify.fold import Fold, FoldResult
+from lib.common import keras_weights
 
 # --- hyper-parameters ------------------------------------------------------------
 
@@ -69,9 +66,6 @@ HEAD_DROPOUT = 0.3
 HEAD_WEIGHT_DECAY = 1e-3  # L2 on the head's kernel: features are many, images few
 HEAD_PATIENCE = 15  # epochs without a better validation AUC (head)
 FINETUNE_PATIENCE = 5
-NETWORK_TIMEOUT_S = 5.0  # offline detection; also the socket timeout of the download
-
-WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 DEFAULTS = {"backbone": BACKBONE, "weights": WEIGHTS, "image_size": IMAGE_SIZE, "epochs": EPOCHS,
             "finetune_epochs": FINETUNE_EPOCHS, "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE,
@@ -82,7 +76,7 @@ DEFAULTS = {"backbone": BACKBONE, "weights": WEIGHTS, "image_size": IMAGE_SIZE, 
 class Backbone:
     build: Callable[..., keras.Model]  # the keras.applications constructor
     preprocess: Callable[[Any], Any]  # its preprocess_input (expects RGB in 0..255)
-    weights_file: str  # the no-top ImageNet file, relative to WEIGHTS_URL (Keras keeps its base name)
+    weights_file: str  # the no-top ImageNet file, relative to keras_weights.WEIGHTS_URL (Keras keeps its base name)
     top_layers: tuple[str, ...]  # name prefixes of the layers unfrozen by fine-tuning
 
 
@@ -120,11 +114,6 @@ def spec(backbone: str) -> Backbone:
     return BACKBONES[backbone]
 
 
-def keras_models_dir() -> Path:
-    """Where Keras caches application weights: $KERAS_HOME/models or ~/.keras/models."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "models"
-
-
 def check_weights(backbone: str, weights: str | None) -> Path | None:
     """The weights file to load (None: random init); downloads ImageNet weights when needed.
 
@@ -148,50 +137,13 @@ def check_weights(backbone: str, weights: str | None) -> Path | None:
 def imagenet_file(backbone: str) -> Path:
     """The Keras ImageNet file of the backbone without top: from the cache, else downloaded."""
     relative = spec(backbone).weights_file
-    name, url = Path(relative).name, WEIGHTS_URL + relative
-    target = keras_models_dir() / name
-    if target.is_file():
-        return target
-    why = unreachable(url)
-    if why is None:
-        why = _download(name, url, target.parent.parent)
+    target, why = keras_weights.fetch(relative)
     if why is not None:
         raise WeightsUnavailable(
-            f"ImageNet weights for {backbone} could not be downloaded ({why}): download {url} elsewhere and "
-            f"put it in {target.parent}/ (Keras looks for {name} there), or pass --weights PATH to that file "
-            f"(--weights none trains from random weights)")
+            f"ImageNet weights for {backbone} could not be downloaded ({why}): download "
+            f"{keras_weights.WEIGHTS_URL + relative} elsewhere and put it in {target.parent}/ (Keras looks for "
+            f"{target.name} there), or pass --weights PATH to that file (--weights none trains from random weights)")
     return target
-
-
-def unreachable(url: str, timeout: float = NETWORK_TIMEOUT_S) -> str | None:
-    """None when the URL's host accepts a connection within `timeout` seconds, else why not."""
-    host = urllib.parse.urlsplit(url).hostname
-    outcome: list[str | None] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            outcome.append(None)
-        except OSError as err:
-            outcome.append(f"cannot reach {host}: {err}")
-
-    thread = threading.Thread(target=probe, daemon=True)  # name lookup can hang longer than the timeout
-    thread.start()
-    thread.join(timeout + 1)
-    return outcome[0] if outcome else f"{host} did not answer within {timeout:.0f} s"
-
-
-def _download(name: str, url: str, cache_dir: Path) -> str | None:
-    """Fetch the file into cache_dir/models with Keras; None on success, else the error in one line."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(NETWORK_TIMEOUT_S * 6)  # a stalled transfer fails instead of hanging
-    try:
-        keras.utils.get_file(name, url, cache_subdir="models", cache_dir=str(cache_dir))
-        return None
-    except Exception as err:  # Keras wraps HTTP and URL errors in a bare Exception
-        return " ".join(str(err).split())
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 # --- model -----------------------------------------------------------------------

@@ -20,12 +20,16 @@ generated slice gives itself away.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from lib.common import keras_weights
+
 FEATURES = ("litemedsam", "inception")
 INCEPTION_SIZE = 299
+INCEPTION_FILE = "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"  # under WEIGHTS_URL
 
 
 def polynomial_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -96,15 +100,27 @@ def features(images: Sequence[np.ndarray], kind: str = "litemedsam") -> np.ndarr
     raise ValueError(f"features must be one of {FEATURES}, not {kind!r}")
 
 
+def check(kind: str) -> None:
+    """Fail before training when the features cannot be had (InceptionV3's ImageNet file offline)."""
+    if kind == "inception":
+        inception_weights()
+
+
+def inception_weights() -> Path:
+    """InceptionV3's no-top ImageNet file, cached or downloaded; SystemExit in one line saying what to do."""
+    target, why = keras_weights.fetch(INCEPTION_FILE)
+    if why is not None:
+        raise SystemExit(f"error: InceptionV3's ImageNet weights could not be downloaded ({why}): put "
+                         f"{target.name} from {keras_weights.WEIGHTS_URL + INCEPTION_FILE} in {target.parent}/, "
+                         "or use --kid-features litemedsam (offline, medical)")
+    return target
+
+
 def _inception(images: Sequence[np.ndarray]) -> np.ndarray:
     import keras
 
-    try:
-        model = keras.applications.InceptionV3(include_top=False, weights="imagenet", pooling="avg",
-                                               input_shape=(INCEPTION_SIZE, INCEPTION_SIZE, 3))
-    except Exception as err:  # noqa: BLE001 - no internet, no cached weights: say so in one line
-        raise SystemExit(f"error: InceptionV3's ImageNet weights could not be loaded ({type(err).__name__}); "
-                         "use --kid-features litemedsam offline, or run where the internet is reachable") from None
+    model = keras.applications.InceptionV3(include_top=False, weights=str(inception_weights()), pooling="avg",
+                                           input_shape=(INCEPTION_SIZE, INCEPTION_SIZE, 3))
     batch = np.stack([cv2.resize(np.asarray(image, np.float32), (INCEPTION_SIZE, INCEPTION_SIZE))
                       for image in images])
     batch = keras.applications.inception_v3.preprocess_input(np.repeat(batch[..., None], 3, axis=-1))

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out
     table = check_in_dir(args.in_dir, out)
     rows, train, val, fold = choose_parts(table, args)
+    realism.check(args.kid_features)  # InceptionV3 offline: say so now, not after the training
     images = load_slices(args.in_dir, rows, args.size)
     mean, std = float(images[train].mean()), float(images[train].std()) or 1.0
     normalised = ((images - mean) / std)[..., None]

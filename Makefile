@@ -2,6 +2,7 @@
 # Both create .venv first (reinstalled only when requirements.txt changes).
 #
 #   make all                                   # phantom data set, offline
+#   make all PROFILE=gpu                       # GPU settings (kernels/profiles/gpu.mk): Kaggle, Colab, a local GPU
 #   make all N=500                             # a larger phantom set
 #   make all DATA=runs/navoneel DOWNLOAD_ARGS="--source folder --path ../shared/data/navoneel"
 #   make all DATA=runs/kaggle DOWNLOAD_ARGS="--source kaggle"
@@ -14,8 +15,22 @@
 
 PYTHON ?= python3
 VENV   := .venv
+# SYSTEM_PYTHON=python3 runs the stages with that interpreter and its packages, no .venv: Kaggle kernels
+# and Colab notebooks (kernels/jobs.py) install the pins into their own Python instead.
+ifdef SYSTEM_PYTHON
+PY     := $(SYSTEM_PYTHON)
+STAMP  :=
+else
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+endif
+
+# Stage settings come from a profile: cpu (default), gpu (Kaggle, Colab, any CUDA GPU) or test.
+PROFILE ?= cpu
+ifeq ($(wildcard kernels/profiles/$(PROFILE).mk),)
+$(error no profile $(PROFILE): choose one of $(basename $(notdir $(wildcard kernels/profiles/*.mk))))
+endif
+include kernels/profiles/$(PROFILE).mk
 
 DATA          ?= data
 N             ?= 253
@@ -25,26 +40,22 @@ DOWNLOAD_ARGS ?= --source phantom --n $(N) --seed $(SEED)
 FORCE         ?=
 ENHANCE_ARGS  ?=
 CLUSTER_ARGS  ?=
-# The default model set keeps `make all` short on a 2-core CPU; add medsam_embed and fusion
-# (pretrained LiteMedSAM encoder, ~2 s per slice on 2 cores) or a backbone for the full comparison.
-CLASSIFY_ARGS ?= --models cnn,features,metadata
-SAM_ARGS      ?= --prompt auto
-UNET_ARGS     ?= --masks pseudo --epochs 15 --patience 5
-ENSEMBLE_ARGS ?=
-# 05's CPU quick profile (about 2 minutes of training on 2 cores); a GPU profile for Kaggle or a lent GPU:
-# DDIM_ARGS="--size 64 --epochs 500 --grid-every 50"
-DDIM_ARGS     ?= --size 32 --widths 32 64 96 --epochs 60 --samples 32 --grid-every 20
 # Folders of true masks 08 trains on besides its pseudo-labels (images/ + masks/ or stage folders),
 # and folders it is only scored on; e.g. EXTRA_MASKS=runs/figshare/01_download after `make figshare`.
 EXTRA_MASKS   ?=
 SCORE_ON      ?=
 FIGSHARE      ?= runs/figshare
 BUNDLE        ?= artifacts/bundle
+JOB           ?= pipeline
+KAGGLE_USER   ?=
+KAGGLE_ARGS   ?=
+KERNEL_PROFILE ?= gpu
 CHROMIUM      ?= /usr/bin/chromium
 
 MASK_SOURCES := $(if $(EXTRA_MASKS),--extra-masks $(EXTRA_MASKS)) $(if $(SCORE_ON),--score-on $(SCORE_ON))
 
-.PHONY: all selftrain figshare test test-fast venv bench demo space browser clean-data help
+.PHONY: all selftrain figshare test test-fast venv bench demo space browser clean-data help \
+	kaggle-build kaggle-push kaggle-status kaggle-pull kaggle-wheels colab
 .DELETE_ON_ERROR:
 
 all: $(BUNDLE)/bundle.json $(DATA)/05_ddim_train/metrics.json
@@ -52,11 +63,13 @@ all: $(BUNDLE)/bundle.json $(DATA)/05_ddim_train/metrics.json
 
 venv: $(STAMP)
 
+ifndef SYSTEM_PYTHON
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $@
+endif
 
 # Stage folders are the contract: each rule reads the previous manifest.
 $(DATA)/01_download/manifest.csv: | $(STAMP)
@@ -102,6 +115,22 @@ figshare: $(FIGSHARE)/01_download/manifest.csv
 
 $(FIGSHARE)/01_download/manifest.csv: | $(STAMP)
 	$(PY) scripts/01_download.py --source figshare --out $(FIGSHARE)/01_download
+
+# Kaggle and Colab (docs/kaggle.md): a whole job per kernel, JOB = pipeline, classify, segment or ddim.
+#   make kaggle-build JOB=pipeline KAGGLE_USER=me KAGGLE_ARGS="--dataset navoneel/brain-mri-images-for-brain-tumor-detection --internet"
+kaggle-build: $(STAMP)
+	@test -n "$(KAGGLE_USER)" || { echo "error: give KAGGLE_USER=<your Kaggle user name>"; exit 1; }
+	$(PY) kernels/build.py build $(JOB) --user $(KAGGLE_USER) --profile $(KERNEL_PROFILE) $(KAGGLE_ARGS)
+
+kaggle-push kaggle-status kaggle-pull: kaggle-%: $(STAMP)
+	$(PY) kernels/build.py $* --job $(JOB)
+
+kaggle-wheels: $(STAMP)
+	@test -n "$(KAGGLE_USER)" || { echo "error: give KAGGLE_USER=<your Kaggle user name>"; exit 1; }
+	$(PY) kernels/build.py wheels --user $(KAGGLE_USER)
+
+colab: $(STAMP)
+	$(PY) kernels/build.py colab $(JOB) --profile $(KERNEL_PROFILE)
 
 demo: $(STAMP)
 	@test -f $(BUNDLE)/bundle.json || { echo "error: no bundle at $(BUNDLE); run 'make all' first"; exit 1; }

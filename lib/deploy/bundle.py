@@ -17,6 +17,7 @@ failed export never leaves a half bundle or destroys the previous one.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import platform
 import shutil
 import subprocess
@@ -156,6 +157,41 @@ def export(out: Path, settings: dict[str, Any], classify_dir: Path, unet_dir: Pa
     work.rename(out)
     shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+MODEL_SUFFIXES = (".keras", ".joblib", ".pt", ".npz", ".h5")  # the files bundle.json points at
+
+
+def verify(folder: Path) -> dict[str, Any]:
+    """{'files', 'versions'} of a bundle that is whole: bundle.json readable, its versions recorded, and every
+    model file it names present. ValueError in one line otherwise.
+
+    Why: a bundle fetched from a Kaggle kernel (kernels/build.py pull) may be cut short or come from an older
+    code version; say so before the demo or predict.py fails on it."""
+    path = Path(folder) / "bundle.json"
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is missing or unreadable ({type(err).__name__}); the job did not finish") from None
+    if not isinstance(settings.get("versions"), dict) or "classifier" not in settings:
+        raise ValueError(f"{path} lacks its versions or classifier: made by another code version; rebuild it")
+    named = sorted({v for v in _strings(settings) if v.endswith(MODEL_SUFFIXES) and not Path(v).is_absolute()})
+    missing = [v for v in named if not (Path(folder) / v).is_file()]
+    if missing or not named:
+        raise ValueError(f"{folder}: {len(missing)} of the {len(named)} model files bundle.json names are missing "
+                         f"(e.g. {missing[0] if missing else 'any'}); fetch the output again")
+    return {"files": named, "versions": settings["versions"]}
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside a JSON value."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
 
 
 def created() -> str:

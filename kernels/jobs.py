@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -218,6 +219,8 @@ def run(job_name: str, profile: str, root: Path, source: str = "auto", hint: str
         internet: bool = False, installed_already: bool = False) -> dict:
     """Run one job under a Kaggle-like root (input/ read, working/ written); returns what job.json records."""
     job = JOBS[job_name]
+    if shutil.which("make") is None:
+        raise SystemExit("error: `make` is not installed here; install it (apt-get install make) and rerun")
     input_dir, working = root / "input", root / "working"
     working.mkdir(parents=True, exist_ok=True)
     found = find_inputs(input_dir, hint)

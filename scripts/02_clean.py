@@ -13,6 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
 
+from lib.common.quiet import quiet  # noqa: E402
+
+quiet()  # before the imports below: TensorFlow reads its log level as it loads (--verbose: all of it)
+
 from lib.common import stage  # noqa: E402
 from lib.preprocess import run_clean  # noqa: E402
 

@@ -14,6 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, also as a Kaggle kernel
 
+from lib.common.quiet import quiet  # noqa: E402
+
+quiet()  # before the imports below: TensorFlow reads its log level as it loads (--verbose: all of it)
+
 from lib.common import metrics, stage  # noqa: E402
 from lib.deploy import run_ensemble, segmenter_choice  # noqa: E402
 

@@ -191,8 +191,8 @@ def test_predict_script_writes_a_row_per_file_and_resumes(tiny_bundle: Path, sli
     first = run_predict("--bundle", str(tiny_bundle), "--in", str(folder), "--out", str(out), "--masks", str(masks))
     assert first.returncode == 0, first.stderr[-2000:]
     table = pd.read_csv(out, keep_default_na=False)
-    assert list(table.columns) == ["file", "prob_tumor", "label_pred", "threshold", "mask_path",
-                                   "mask_hidden_pixels", "error"]
+    assert list(table.columns) == ["file", "slice", "prob_tumor", "label_pred", "threshold", "mask_path",
+                                   "mask_hidden_pixels", "tumour_slices", "tumour_ml", "error"]
     assert len(table) == len(slices)
     bad = table[table["file"].str.contains("notes|empty")]
     assert len(bad) == 2 and bad["error"].str.contains("notes.png|empty.jpg").all()
@@ -203,12 +203,13 @@ def test_predict_script_writes_a_row_per_file_and_resumes(tiny_bundle: Path, sli
             assert read_mask(row.mask_path).shape == (im.height, im.width)
         if row.label_pred == "no_tumor":  # the bundle draws masks only where its classifier says tumour
             assert not read_mask(row.mask_path).any()
-    assert (masks / "sub__rgba.png").is_file()  # subfolder files get unique mask names
+    assert (masks / "sub__rgba.png.png").is_file()  # subfolder files get unique mask names
     stamp = Path(good["mask_path"].iloc[0]).stat().st_mtime_ns
     again = run_predict("--bundle", str(tiny_bundle), "--in", str(folder), "--out", str(out), "--masks", str(masks))
-    assert again.returncode == 0 and "resuming: 4 of 6" in again.stdout
+    assert again.returncode == 0 and "resuming: 4 rows" in again.stdout
     assert Path(good["mask_path"].iloc[0]).stat().st_mtime_ns == stamp
-    assert len(pd.read_csv(out)) == len(slices)
+    rerun = pd.read_csv(out, keep_default_na=False)
+    assert list(rerun["file"]) == list(table["file"])  # error rows retried in place: the input order stays
 
 
 def test_predict_script_refines_masks_with_sam(tiny_bundle: Path, slices: dict[str, Path], tmp_path: Path) -> None:

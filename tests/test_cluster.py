@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.regions import cluster
+from lib.common.io import write_png
+from lib.preprocess.clean import head_mask
+from lib.regions import cluster, run_cluster
 
 SIZE = 128
 
@@ -109,8 +111,25 @@ def test_unknown_feature_mode_and_empty_head_are_refused() -> None:
     case = classes_image([40, 200])
     with pytest.raises(ValueError, match="features"):
         cluster.fit(case["image"], case["head"], features="colour")
-    with pytest.raises(ValueError, match="empty head"):
+    with pytest.raises(ValueError, match="no head"):
         cluster.fit(case["image"], np.zeros_like(case["head"]))
+
+
+@pytest.mark.parametrize("grey", [0, 255])
+def test_a_blank_slice_is_refused_in_words_that_say_why_and_what_to_do(grey: int) -> None:
+    blank = np.full((SIZE, SIZE), grey, np.uint8)
+    with pytest.raises(ValueError, match=r"no head in this slice .*blank or uniform image.*remove it") as caught:
+        cluster.fit(blank, head_mask(blank))
+    assert "\n" not in str(caught.value)
+
+
+def test_04_error_row_for_a_blank_slice_names_the_file(tmp_path: Path) -> None:
+    write_png(tmp_path / "images" / "blank.png", np.zeros((SIZE, SIZE), np.uint8))
+    row = {"id": "blank", "status": "ok", "error": "", "image_path": "images/blank.png"}
+    options = {"k": 5, "features": "intensity", "regions": (), "candidate_on": "enhanced"}
+    done = run_cluster._cluster_job((row, options, str(tmp_path)))
+    assert done["status"] == "error"
+    assert done["error"].startswith(f"{(tmp_path / 'images' / 'blank.png').resolve()}: no head in this slice")
 
 
 # --- choosing k ------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """lib.common.io: every odd file a real collection holds, made here on purpose."""
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +126,20 @@ def test_atomic_write_leaves_old_file_when_the_writer_fails(tmp_path: Path) -> N
             raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]  # no temp file left behind
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_atomic_writes_get_the_mode_the_umask_gives(tmp_path: Path, umask: int, mode: int) -> None:
+    """Not mkstemp's 0600 for every output (bundle.json included): 0666 less the umask, as open() gives."""
+    before = os.umask(umask)
+    try:
+        io.write_json_atomic(tmp_path / "bundle.json", {"a": 1})
+        io.write_text_atomic(tmp_path / "README.md", "card")
+        io.write_png(tmp_path / "g.png", _gradient())
+    finally:
+        os.umask(before)
+    for name in ("bundle.json", "README.md", "g.png"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
 
 
 def test_png_round_trip_rgb_and_grey(tmp_path: Path) -> None:

@@ -1,11 +1,17 @@
 """lib.common.manifest and lib.common.stage: relative paths, rebasing, checkpoints and resuming."""
 
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from lib.common import manifest, stage
+from tests.conftest import ROOT
 
 
 def test_empty_cells_stay_empty_strings(tmp_path: Path) -> None:
@@ -76,6 +82,63 @@ def test_error_row_is_one_line_with_the_reason() -> None:
     except KeyError as err:
         unexpected = stage.error_row({"id": "a"}, err)
     assert unexpected["error"].startswith("KeyError at test_manifest.py:")
+
+
+def test_error_row_names_the_file_it_is_about() -> None:
+    row = stage.error_row({"id": "a"}, ValueError("no head in this slice"), file="/data/03/images/a.png")
+    assert row["error"] == "/data/03/images/a.png: no head in this slice"
+    named = stage.error_row({"id": "a"}, ValueError("../03/images/a.png: not a readable image"), file="/d/a.png")
+    assert named["error"] == "../03/images/a.png: not a readable image"  # named already: not twice
+
+
+def test_a_stage_start_removes_only_the_temporary_files_a_killed_writer_left(tmp_path: Path) -> None:
+    out = tmp_path / "02"
+    (out / "qc").mkdir(parents=True)
+    fd, stale = tempfile.mkstemp(dir=out / "qc", prefix=".cdf_raw.png.", suffix=".tmp")  # as io.atomic_path names it
+    os.close(fd)
+    kept = [out / "qc" / "cdf_raw.png", out / "manifest.csv", out / ".keep.tmp", out / "notes.tmp",
+            out / ".cdf_raw.png.tmp", out / ".cdf_raw.png.abc.tmp"]
+    for path in kept:
+        path.write_text("x")
+    p = stage.parser("02_clean", "test", previous="01_download")
+    p.parse_args(["--in", str(tmp_path / "01"), "--out", str(out)])
+    assert not Path(stale).exists()
+    assert all(path.is_file() for path in kept)
+    p.parse_args(["--out", str(tmp_path / "not yet made")])  # a first run: nothing to tidy, no error
+
+
+POOL = """
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+from lib.common import stage
+
+def slow(item):
+    time.sleep(0.3)
+    return {{"id": item}}
+
+for row in stage.imap(slow, list(range(40)), 2, desc="test"):
+    print("first result", flush=True)
+    {then}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["parent killed", "ctrl-c"])
+def test_a_killed_stage_leaves_no_traceback_from_its_workers(how: str) -> None:
+    """The parent's own end is its business; its pool workers must go quietly (no BrokenPipeError, no
+    KeyboardInterrupt traceback each)."""
+    then = "os.kill(os.getpid(), signal.SIGKILL)" if how == "parent killed" else "time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", POOL.format(root=str(ROOT), then=then)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout.readline() == "first result\n"
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends to the whole group
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # workers that hang would outlive the test
+        raise
+    assert "ForkPoolWorker" not in err and "BrokenPipeError" not in err, err
 
 
 def _lineage_chain(root: Path) -> Path:

@@ -10,7 +10,8 @@ Three sources, one result (`raw/` files plus a manifest row per file):
            the offline default, so every stage can run and be scored.
 
 Files are copied byte for byte (originals are never touched), then every file
-is decoded by content to fill in format, mode, size, hashes and errors.
+is decoded by content to fill in format, mode, size, hashes and errors. A
+DICOM or NIfTI volume becomes one row per slice (volume_rows).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import numpy as np
 
 from lib.acquire import figshare_mat, phantom
 from lib.acquire.sources import DownloadError, fetch_kaggle, list_folder, make_ids, parse_classes
-from lib.common import dedup, manifest
-from lib.common.io import ImageReadError, read_image, to_grey, write_json_atomic
+from lib.common import dedup, manifest, scanner_files
+from lib.common.io import ImageReadError, read_image, to_grey, write_json_atomic, write_png
 from lib.common.stage import NOT_SETTINGS, Progress, error_row, imap, write_lineage
 
 # Navoneel's class balance: 155 tumour / 98 no tumour.
@@ -50,8 +51,35 @@ def import_folder(
             _copy(entry["src"], dest)
             if mask_dest:
                 _copy(entry["mask"], mask_dest)
-        jobs.append((row, str(out_dir)))
+        jobs += [(r, str(out_dir)) for r in volume_rows(row, out_dir)]
     return _describe_all(jobs, progress, workers)
+
+
+def volume_rows(row: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]:
+    """One row per slice of a DICOM or NIfTI file (each slice written as a PNG under raw/slices/), or [row].
+
+    Why: every later stage works on 2D slices. The original stays in raw/ byte for byte; each slice row keeps
+    it (volume_path), its index and the voxel size, so predict.py and the report can speak of volumes."""
+    source = out_dir / row["source_path"]
+    if not scanner_files.kind(source):
+        return [row]
+    try:
+        volume = scanner_files.read_volume(source)
+    except ImageReadError:
+        return [row]  # describe() reads it again and writes the error row
+    common = {"volume_path": row["source_path"], "slice_count": len(volume.slices),
+              "spacing_mm": " ".join(f"{v:g}" for v in volume.spacing_mm) if volume.spacing_mm else ""}
+    if len(volume.slices) == 1:
+        return [{**row, **common, "slice_index": 0}]
+    rows = []
+    for k, pixels in enumerate(volume.slices):
+        slice_id = f"{row['id']}_s{k:03d}"
+        path = out_dir / "raw" / "slices" / f"{slice_id}.png"
+        if not path.is_file():
+            write_png(path, pixels)
+        rows.append({**row, **common, "id": slice_id, "source_path": str(path.relative_to(out_dir)),
+                     "slice_index": k})
+    return rows
 
 
 def _copy(src: Path, dest: Path) -> None:
@@ -133,10 +161,28 @@ def _describe_all(jobs: list[tuple[dict[str, Any], str]], progress: Progress, wo
 def add_duplicate_groups(rows: list[dict[str, Any]]) -> dict[str, int]:
     """Fill dup_group / dup_exact in place; return the summary counts."""
     sha = [str(r.get("sha256", "")) for r in rows]
-    groups = dedup.group_duplicates(sha, [str(r.get("phash", "")) for r in rows])
+    groups = join_volumes(rows, list(dedup.group_duplicates(sha, [str(r.get("phash", "")) for r in rows])))
     for row, group, exact in zip(rows, groups, dedup.exact_counts(sha)):
         row["dup_group"], row["dup_exact"] = f"g{group:04d}", exact
     return dedup.summary(sha, groups)
+
+
+def join_volumes(rows: list[dict[str, Any]], groups: list[int]) -> list[int]:
+    """Groups merged so that the slices of one scanner file share one: one patient's slices never straddle
+    two folds (a neighbouring slice is nearly a copy)."""
+    parent = {g: g for g in groups}
+
+    def root(g: int) -> int:
+        while parent[g] != g:
+            g = parent[g]
+        return g
+
+    first: dict[str, int] = {}
+    for row, group in zip(rows, groups):
+        volume = row.get("volume_path")
+        if volume:
+            parent[root(group)] = root(first.setdefault(volume, group))
+    return [root(g) for g in groups]
 
 
 # --- the stage ------------------------------------------------------------------
@@ -167,7 +213,7 @@ def run(args: Any) -> dict[str, Any]:
         classes = parse_classes(args.classes)
         rows = import_folder(Path(root), out, progress, classes, args.label, args.workers)
     duplicates = add_duplicate_groups(rows)
-    df = manifest.write_rows(rows, out, manifest.DOWNLOAD_COLUMNS)
+    df = manifest.write_rows(rows, out, manifest.DOWNLOAD_COLUMNS + manifest.VOLUME_COLUMNS)
     metrics = {"source": origin, **_counts(df), "duplicates": duplicates}
     write_json_atomic(out / "metrics.json", metrics)
     write_lineage(out, "01_download", args, {})

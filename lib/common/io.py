@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -23,25 +24,17 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lib.common.image_errors import WINDOW_PERCENTILES, ImageReadError  # noqa: F401 - part of this API
+
 # Largest image accepted, in pixels. The biggest real slice in the navoneel set
 # is 1920x1080 (2 MP); 40 MP leaves room for scanner exports and still refuses
 # decompression bombs before they are decoded.
 MAX_PIXELS = 40_000_000
 # Smallest side accepted: below this there is no anatomy left to read.
 MIN_SIDE = 16
-# Percentiles used to window 16-bit and float images down to 8 bits.
-WINDOW_PERCENTILES = (0.5, 99.5)
 
 # The decompression-bomb guard is ours (MAX_PIXELS, checked before decoding).
 Image.MAX_IMAGE_PIXELS = None
-
-
-class ImageReadError(ValueError):
-    """A file that cannot be used as an image; the message is one line."""
-
-    def __init__(self, path: str | os.PathLike, reason: str, advice: str):
-        self.path, self.reason = str(path), reason
-        super().__init__(f"{path}: {reason}; {advice}")
 
 
 @dataclass
@@ -64,13 +57,18 @@ class LoadedImage:
 def read_image(path: str | os.PathLike) -> LoadedImage:
     """Decode any common image file into 8-bit grey or RGB pixels.
 
-    Raises ImageReadError for empty, unreadable, truncated, tiny or huge files.
+    A single-slice DICOM or NIfTI file reads like any image (lib.common.scanner_files: rescaled, windowed).
+    Raises ImageReadError for empty, unreadable, truncated, tiny or huge files, and for multi-slice volumes.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(path, "no such file", "check the path")
     if path.stat().st_size == 0:
         raise ImageReadError(path, "empty file (0 bytes)", "re-download or remove it")
+    from lib.common import scanner_files
+
+    if scanner_files.kind(path):
+        return _one_slice(path, scanner_files.read_volume(path))
     try:
         with Image.open(path) as im:
             _check_size(path, im.size)
@@ -90,6 +88,17 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
             path, f"corrupt or truncated image ({_first_line(err)})", "re-download or remove it"
         ) from None
     return LoadedImage(pixels=pixels, format=fmt, mode=mode)
+
+
+def _one_slice(path: Path, volume: Any) -> LoadedImage:
+    """A DICOM or NIfTI file that holds one slice, as an image; a volume is refused here, since callers that
+    take volumes (01, predict.py, the demo) read every slice with lib.common.scanner_files.read_volume."""
+    if len(volume.slices) != 1:
+        raise ImageReadError(path, f"a {volume.format} volume of {len(volume.slices)} slices, not one image",
+                             "import or predict it with 01 or predict.py, which read every slice")
+    pixels = volume.slices[0]
+    _check_size(path, (pixels.shape[1], pixels.shape[0]))
+    return LoadedImage(pixels=pixels, format=volume.format, mode="L")
 
 
 def _first_line(err: Exception) -> str:
@@ -156,6 +165,12 @@ def to_grey(pixels: np.ndarray) -> np.ndarray:
 # --- atomic writers ---------------------------------------------------------
 
 
+# Name of the temporary file beside `NAME`: `.NAME.` + mkstemp's 8 random characters + `.tmp`. A killed
+# run can leave one behind; `remove_stale_temps` (run as every stage starts) matches exactly this pattern.
+TEMP_SUFFIX = ".tmp"
+TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` on success.
@@ -164,7 +179,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    os.fchmod(fd, _new_file_mode())  # mkstemp's 0600 would make every output private
     os.close(fd)
     try:
         yield Path(tmp)
@@ -172,6 +188,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _new_file_mode() -> int:
+    """The mode `open` gives a new file, 0666 less the umask (0644 by default), so outputs stay readable by
+    others (a bundle served by another user) unless the umask says otherwise."""
+    umask = os.umask(0o077)  # reading the umask means setting it; 0o077 meanwhile errs on the private side
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed writer left anywhere under `folder`; returns them.
+
+    Only names of the `atomic_path` pattern go: a finished write never leaves one, so any found when a run
+    starts is debris. Other files, hidden or not, stay."""
+    stale = [p for p in Path(folder).rglob(f"*{TEMP_SUFFIX}") if p.is_file() and TEMP_NAME.fullmatch(p.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -45,6 +45,13 @@ DOWNLOAD_COLUMNS = [
     "status",  # ok / error
     "error",  # one-line reason when status is error
 ]
+# Added by 01 for slices of a DICOM or NIfTI file (lib.common.scanner_files); empty for plain images.
+VOLUME_COLUMNS = [
+    "volume_path",  # the imported scanner file the slice comes from
+    "slice_index",  # its place in the file (0-based)
+    "slice_count",  # slices in that file
+    "spacing_mm",  # "rows columns between-slices" voxel size in mm, empty when the file does not say
+]
 
 
 def is_path_column(column: str) -> bool:

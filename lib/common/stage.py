@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import multiprocessing.pool
 import os
+import signal
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lib.common import manifest
-from lib.common.io import as_json, write_json_atomic
+from lib.common.io import as_json, remove_stale_temps, write_json_atomic
 
 KAGGLE_INPUT = Path("/kaggle/input")
 KAGGLE_WORKING = Path("/kaggle/working")
@@ -44,9 +46,22 @@ def default_in(previous: str) -> Path:
     return LOCAL_ROOT / previous
 
 
-def parser(stage: str, description: str, previous: str | None) -> argparse.ArgumentParser:
+class StageParser(argparse.ArgumentParser):
+    """An argument parser that also tidies --out once the arguments are known.
+
+    Why here: parsing is the one step every stage passes through before its work starts, and a stage killed
+    mid-write leaves the atomic writer's hidden temporary files in --out, which nothing else ever removes.
+    """
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        parsed = super().parse_args(args, namespace)
+        remove_stale_temps(parsed.out)
+        return parsed
+
+
+def parser(stage: str, description: str, previous: str | None) -> StageParser:
     """Argument parser with the options every stage has."""
-    p = argparse.ArgumentParser(
+    p = StageParser(
         prog=f"{stage}.py", description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     if previous is not None:
@@ -59,6 +74,8 @@ def parser(stage: str, description: str, previous: str | None) -> argparse.Argum
     p.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="processes for per-image work (1 = in process)"
     )
+    p.add_argument("--verbose", action="store_true",  # acted on by lib.common.quiet, before TensorFlow loads
+                   help="also print TensorFlow's own log lines (banners, CUDA probing, graph optimiser, retracing)")
     return p
 
 
@@ -77,7 +94,7 @@ def check_in_dir(in_dir: Path, out_dir: Path) -> pd.DataFrame:
 
 SIGNATURE = "stage.json"
 LINEAGE = "lineage.json"
-NOT_SETTINGS = ("in_dir", "out", "force", "workers")  # where and how a stage ran, not what it computed
+NOT_SETTINGS = ("in_dir", "out", "force", "workers", "verbose")  # where and how a stage ran, not what it computed
 
 
 def write_lineage(out: Path, stage: str, args: Any, inputs: dict[str, Path | None],
@@ -183,7 +200,7 @@ def imap(
 
     cv2.setNumThreads(1)
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(workers, initializer=_one_thread_per_worker) as pool:
+    with _QuietPool(workers, initializer=_init_worker, context=context) as pool:
         yield from tqdm(pool.imap(fn, items, chunksize=4), **bar)
 
 
@@ -196,20 +213,49 @@ def require_some_ok(df: pd.DataFrame, out_dir: Path) -> None:
                          f"first: {failed['id'].iloc[0]}: {failed['error'].iloc[0]}")
 
 
-def _one_thread_per_worker() -> None:
+class _QuietPool(multiprocessing.pool.Pool):
+    """A pool whose workers end without a traceback when the stage is stopped.
+
+    Why: a killed stage printed a BrokenPipeError (or KeyboardInterrupt) traceback per worker, which read
+    like the cause. The parent says what happened; a worker whose parent is gone just ends."""
+
+    @staticmethod
+    def Process(ctx: Any, *args: Any, **kwds: Any) -> Any:  # noqa: N802 - the name Pool calls
+        kwds["args"] = (kwds.pop("target"), *kwds.get("args", ()))
+        return ctx.Process(*args, target=_quiet_worker, **kwds)
+
+
+def _quiet_worker(worker: Callable[..., None], *args: Any) -> None:
+    """Pool's worker loop; a result pipe broken by the parent's death or an interrupt ends it quietly."""
+    try:
+        worker(*args)
+    except (BrokenPipeError, KeyboardInterrupt):
+        raise SystemExit(1) from None
+
+
+def _init_worker() -> None:
     """Each worker process uses one OpenCV thread: N busy processes already fill N
     cores, and OpenCV's own thread pool on top only adds contention (measured:
-    clean at 256 went from 168 to about 247 images/s on 2 cores)."""
+    clean at 256 went from 168 to about 247 images/s on 2 cores).
+
+    Ctrl-C reaches the whole process group; it is left to the parent, which
+    stops the pool, so that no worker stops half-way through an item."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import cv2
 
     cv2.setNumThreads(1)
 
 
-def error_row(row: dict[str, Any], err: Exception) -> dict[str, Any]:
-    """Record a per-item failure as data: status error plus a one-line reason."""
+def error_row(row: dict[str, Any], err: Exception, file: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Record a per-item failure as data: status error plus a one-line reason.
+
+    With `file` (the item's image) the reason starts with it unless it names it already: an error such as
+    "no head in this slice" is of no use without the slice it is about."""
     reason = str(err).splitlines()[0] if str(err) else type(err).__name__
     if not isinstance(err, (ValueError, OSError)):
         # Unexpected: keep the place it happened, still on one line.
         frame = traceback.extract_tb(err.__traceback__)[-1]
         reason = f"{type(err).__name__} at {Path(frame.filename).name}:{frame.lineno}: {reason}"
+    if file is not None and Path(file).name not in reason:
+        reason = f"{file}: {reason}"
     return {**row, "status": "error", "error": reason}

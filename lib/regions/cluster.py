@@ -227,7 +227,8 @@ def fit(
     if image.shape != head.shape:
         raise ValueError(f"image {image.shape} and head {head.shape} differ in shape")
     if not head.any():
-        raise ValueError("empty head mask: nothing to cluster")
+        raise ValueError("no head in this slice (an empty head mask: a blank or uniform image), nothing to cluster; "
+                         "look at the image, and remove it from the input or export it again")
     grey = image[head]
     picked = head_sample(head, sample, seed)
     k = min(k, int(np.count_nonzero(np.bincount(grey[picked], minlength=256))))

@@ -154,7 +154,7 @@ def _cluster_job(job: tuple[dict[str, Any], dict[str, Any], str]) -> dict[str, A
     try:
         return cluster_one(row, Path(out), options)
     except Exception as err:  # noqa: BLE001 - one bad slice must not stop the stage
-        return error_row(row, err)
+        return error_row(row, err, file=manifest.resolve(out, row["image_path"]) if row.get("image_path") else None)
 
 
 def cluster_one(row: dict[str, Any], out: Path, options: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from lib.common import manifest, metrics, plots, report, splits
 from lib.common.fingerprint import fingerprint
 from lib.common.io import read_image, write_json_atomic, write_png, write_text_atomic
 from lib.common.keras_checkpoint import CHECKPOINT_DIR, EpochCheckpoint, TimeBudget
-from lib.common.stage import check_in_dir, write_lineage
+from lib.common.stage import NOT_SETTINGS, check_in_dir, write_lineage
 from lib.synth import anomaly, diffusion, realism
 
 MODEL_FILE = "model.keras"
@@ -196,9 +196,8 @@ def train_network(images: np.ndarray, labels: np.ndarray | None, train: np.ndarr
     keras.utils.set_random_seed(args.seed)
     network = diffusion.build_network(args.size, args.widths, args.block_depth, args.conditional)
     diffusion.compile_network(network, total_steps(args, train), args.learning_rate)
-    identity = {"options": {k: v for k, v in vars(args).items() if k not in ("in_dir", "out", "force", "workers",
-                                                                         "time_budget", "samples", "kid_features",
-                                                                         "kid_subsets", "steps", "grid_every")},
+    not_training = (*NOT_SETTINGS, "time_budget", "samples", "kid_features", "kid_subsets", "steps", "grid_every")
+    identity = {"options": {k: v for k, v in vars(args).items() if k not in not_training},
                 "slices": fingerprint(images, train)}
     budget = [TimeBudget(args.time_budget)] if args.time_budget else []
     checkpoint = EpochCheckpoint(args.out / CHECKPOINT_DIR, identity, budget, fresh=args.force)

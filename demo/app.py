@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from lib.common import report  # noqa: E402
+from lib.common import report, scanner_files  # noqa: E402
 from lib.common.io import ImageReadError, read_image, write_png  # noqa: E402
 from lib.deploy.predictor import BundleError, Prediction, Predictor  # noqa: E402
 
@@ -90,15 +90,18 @@ class Demo:
         self.sam_available = sam_available
         self.target = float(predictor.ensemble.target_sensitivity)
 
-    def analyse(self, path: str | None) -> tuple[Any, ...]:
-        """Upload -> (crop, verdict, overlay, Grad-CAM, timing, status, state); never raises."""
+    def analyse(self, path: str | None, slice_index: float | None = None) -> tuple[Any, ...]:
+        """Upload (and, for a DICOM or NIfTI volume, the slider's slice) -> (crop, verdict, overlay, Grad-CAM,
+        timing, status, state); never raises."""
         if not path:
-            return _failure("Upload an image first (JPEG, PNG, TIFF or BMP).")
+            return _failure("Upload an image first (JPEG, PNG, TIFF, BMP, DICOM or NIfTI).")
         start = time.perf_counter()
         try:
-            prediction = self.predictor.predict(read_image(path).pixels)
+            pixels, where = slice_of(path, int(slice_index or 0))
+            prediction = self.predictor.predict(pixels)
         except ImageReadError as err:
-            return _failure(f"{Path(err.path).name}: {err.reason}. Upload a brain MRI slice as JPEG, PNG, TIFF or BMP.")
+            return _failure(f"{Path(err.path).name}: {err.reason}. Upload a brain MRI slice as JPEG, PNG, TIFF, "
+                            "BMP, DICOM or NIfTI.")
         except Exception as err:  # noqa: BLE001 - the page shows one line, the server keeps serving
             return _failure(f"{Path(path).name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
         tic = time.perf_counter()
@@ -106,7 +109,7 @@ class Demo:
         prediction.seconds["grad-cam"] = time.perf_counter() - tic
         prediction.seconds["total"] = time.perf_counter() - start
         state = {"prepared": prediction.prepared, "mask": prediction.mask}
-        return (prediction.prepared.clean, verdict_markdown(prediction, self.target),
+        return (prediction.prepared.clean, verdict_markdown(prediction, self.target) + where,
                 mask_overlay(prediction.prepared.clean, prediction.mask),
                 heat, timing_markdown(prediction.seconds), "", state)
 
@@ -127,6 +130,31 @@ class Demo:
             return (mask_overlay(prepared.clean, mask),
                     f"LiteMedSAM's outline was not kept ({sam.reason}): this is the segmenter's own mask ({ms:.0f} ms).")
         return mask_overlay(prepared.clean, mask), f"Refined with LiteMedSAM in {ms:.0f} ms ({sam.reason})."
+
+
+def slice_of(path: str, index: int) -> tuple[np.ndarray, str]:
+    """The pixels to analyse and, for a slice of a DICOM or NIfTI volume, a line saying which one it is."""
+    if not scanner_files.kind(path):
+        return read_image(path).pixels, ""
+    volume = scanner_files.read_volume(path)
+    index = min(max(index, 0), len(volume.slices) - 1)
+    notes = "; ".join(volume.notes)
+    return volume.slices[index], (f"\n\n{volume.format} slice {index} of {len(volume.slices)} (0-based)"
+                                  + (f"; {notes}" if notes else ""))
+
+
+def slider_for(path: str | None) -> Any:
+    """The slice slider after an upload: shown, with one stop per slice, for a multi-slice scanner file."""
+    import gradio as gr
+
+    count = 1
+    if path and scanner_files.kind(path):
+        try:
+            count = len(scanner_files.read_volume(path).slices)
+        except ImageReadError:
+            count = 1  # `analyse` says what is wrong with it
+    middle = count // 2  # a volume's middle slice usually shows the most brain
+    return gr.update(visible=count > 1, minimum=0, maximum=max(count - 1, 1), value=middle, step=1)
 
 
 def _failure(message: str) -> tuple[Any, ...]:
@@ -159,7 +187,10 @@ def build(demo: Demo, examples: list[str]) -> Any:
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):
-                upload = gr.File(label="MRI slice (JPEG, PNG, TIFF or BMP)", type="filepath", elem_id="upload")
+                upload = gr.File(label="MRI slice (JPEG, PNG, TIFF, BMP; DICOM or NIfTI)", type="filepath",
+                                 elem_id="upload")
+                slider = gr.Slider(0, 1, value=0, step=1, label="Slice of the volume", visible=False,
+                                   elem_id="slice")
                 predict = gr.Button("Predict", variant="primary", elem_id="predict")
                 refine = gr.Button("Refine mask with SAM", elem_id="refine", interactive=demo.sam_available)
                 status = gr.Markdown(elem_id="status")
@@ -171,8 +202,10 @@ def build(demo: Demo, examples: list[str]) -> Any:
                     overlay = gr.Image(label="Tumour mask", elem_id="overlay", format="png")
                     heat = gr.Image(label="Grad-CAM (where the CNN looked)", elem_id="gradcam", format="png")
                 timing = gr.Markdown(elem_id="timing")
-        predict.click(demo.analyse, inputs=[upload], outputs=[crop, verdict, overlay, heat, timing, status, state],
-                      api_name="predict")
+        outputs = [crop, verdict, overlay, heat, timing, status, state]
+        upload.change(slider_for, inputs=[upload], outputs=[slider], api_name=False)
+        predict.click(demo.analyse, inputs=[upload, slider], outputs=outputs, api_name="predict")
+        slider.release(demo.analyse, inputs=[upload, slider], outputs=outputs, api_name=False)
         refine.click(demo.refine, inputs=[state], outputs=[overlay, status], api_name="refine")
     return page
 

@@ -94,3 +94,17 @@ def test_a_huge_image_is_refused_before_it_is_decoded(demo: app.Demo, tmp_path: 
     Image.new("L", (8000, 6000)).save(path)  # 48 megapixels, a few kB on disk
     status = demo.analyse(str(path))[5]
     assert "Could not analyse" in status and "huge.png" in status and "MP" in status
+
+
+def test_a_volume_gets_a_slider_and_each_slice_its_own_answer(demo: app.Demo, tmp_path: Path) -> None:
+    from tests.scanner_data import phantom_slices, write_nifti
+
+    volume = write_nifti(tmp_path / "scan.nii.gz", phantom_slices(5))
+    update = app.slider_for(str(volume))
+    assert update["visible"] is True and update["maximum"] == 4 and update["value"] == 2
+    assert app.slider_for(str(tmp_path / "scan.nii.gz"))["visible"] is True
+    crop, verdict, overlay, heat, timing, status, state = demo.analyse(str(volume), 3)
+    assert status == "" and crop is not None and "NIfTI slice 3 of 5" in verdict
+    png = tmp_path / "flat.png"
+    write_png(png, phantom_slices(1)[0])
+    assert app.slider_for(str(png))["visible"] is False

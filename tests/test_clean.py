@@ -204,6 +204,22 @@ def test_text_in_a_corner_is_erased() -> None:
     assert box_contains(result.crop_box, case["head"])
 
 
+def test_an_image_that_fails_to_clean_gets_an_error_row_naming_it(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from lib.common.io import write_png
+    from lib.preprocess import run_clean
+
+    write_png(tmp_path / "raw" / "odd slice.png", np.full((64, 64), 90, np.uint8))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("cannot crop")
+
+    monkeypatch.setattr(clean, "clean_image", broken)
+    row = run_clean._clean_job(({"id": "odd", "source_path": "raw/odd slice.png", "status": "ok"},
+                                {"out": str(tmp_path), "size": 64, "skull_strip": False}))
+    assert row["status"] == "error" and "odd slice.png" in row["error"] and "cannot crop" in row["error"]
+
+
 def test_clean_image_does_not_modify_its_input() -> None:
     image = synthetic_head()["image"]
     cv2.rectangle(image, (2, 2), (image.shape[1] - 3, image.shape[0] - 3), 255, thickness=2)

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib.acquire import sources
+from lib.acquire import run_download, sources
 from lib.common import manifest
 from lib.common.io import write_png
+from lib.common.stage import Progress
 from tests.conftest import ROOT, shared_data
 
 
@@ -171,6 +172,31 @@ def test_the_shallowest_class_tree_wins_and_masks_pair_by_name(tmp_path: Path) -
         (tmp_path / rel).write_bytes(b"x")
     entries = sources.list_folder(tmp_path / "seg", {}, "tumor")
     assert [(e["rel"].as_posix(), e["mask"].name) for e in entries] == [("images/s1.png", "s1_mask.png")]
+
+
+def test_links_out_of_the_import_folder_are_refused_with_an_error_row(tmp_path: Path) -> None:
+    """D3: yes/x.jpg -> a file outside the folder was copied into raw/; now it is an error row, not a copy."""
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    write_png(src / "no" / "a.png", _picture(1))
+    write_png(outside / "secret.png", _picture(2))
+    (src / "yes").mkdir()
+    (src / "yes" / "x.jpg").symlink_to(outside / "secret.png")
+    (src / "yes" / "in.png").symlink_to(Path("..") / "no" / "a.png")  # stays inside: a second name, fine
+    (src / "yes" / "gone.png").symlink_to(tmp_path / "missing.png")
+    (src / "tumour").symlink_to(outside, target_is_directory=True)  # a class folder on another disk
+    (src / "no" / "y.jpg").mkdir()  # a folder with an image's name is no file, and no crash
+    out = tmp_path / "01"
+    rows = run_download.import_folder(src, out, Progress(out, False, {}), sources.parse_classes(None))
+    by_id = {r["id"]: r for r in rows}
+    assert sorted(by_id) == ["no_a", "tumour_secret", "yes_gone", "yes_in", "yes_x"]
+    assert by_id["yes_in"]["status"] == by_id["no_a"]["status"] == "ok"
+    for item_id, words in (("yes_x", "outside the import folder"), ("tumour_secret", "outside the import folder"),
+                           ("yes_gone", "a link to nothing")):
+        row = by_id[item_id]
+        assert row["status"] == "error" and words in row["error"] and row["origin"] in row["error"], row
+        assert row["source_path"] == "" and "\n" not in row["error"]
+    assert sorted(p.relative_to(out / "raw").as_posix() for p in (out / "raw").rglob("*") if p.is_file()) == [
+        "no/a.png", "yes/in.png"]
 
 
 def test_class_names_must_map_to_a_known_label() -> None:

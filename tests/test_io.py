@@ -87,6 +87,7 @@ BAD_FILES = {
     "truncated JPEG": (lambda p: p.write_bytes(_jpeg_bytes()[:400]), "corrupt or truncated"),
     "1x1": (lambda p: Image.new("L", (1, 1)).save(p, format="PNG"), "too small"),
     "huge": (lambda p: Image.new("L", (8000, 6000)).save(p, format="PNG"), "too large"),
+    "folder named .jpg": (lambda p: p.mkdir(), "a folder, not a file"),
 }
 
 

@@ -36,7 +36,8 @@ NAVONEEL_TUMOR_FRACTION = 155 / 253
 def import_folder(
     root: Path, out_dir: Path, progress: Progress, classes: dict[str, str], label: str = "tumor", workers: int = 1
 ) -> list[dict[str, Any]]:
-    """Copy a local tree into out_dir/raw and describe every file."""
+    """Copy a local tree into out_dir/raw and describe every file; a refused file (a link out of the folder)
+    is not copied and gets an error row saying why."""
     entries = list_folder(root, classes, label)
     jobs = []
     for item_id, entry in zip(make_ids(e["rel"] for e in entries), entries):
@@ -47,6 +48,11 @@ def import_folder(
             "label": entry["label"], "mask_path": str(mask_dest.relative_to(out_dir)) if mask_dest else "",
             "brain_mask_path": "",
         }
+        if entry.get("refused"):
+            row.update({**_undescribed(), "source_path": "", "mask_path": "", "status": "error",
+                        "error": entry["refused"]})
+            jobs.append((row, str(out_dir)))
+            continue
         if progress.finished(item_id, [dest] + ([mask_dest] if mask_dest else [])) is None:
             _copy(entry["src"], dest)
             if mask_dest:
@@ -135,8 +141,7 @@ def _phantom_one(job: tuple[int, int, bool, str]) -> dict[str, Any]:
 def describe(row: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Add what the file really is: hashes, format, mode, size; or the error."""
     path = out_dir / row["source_path"]
-    row = {**row, "sha256": "", "phash": "", "format": "", "mode": "", "width": "", "height": "",
-           "file_size": path.stat().st_size if path.exists() else "", "status": "ok", "error": ""}
+    row = {**row, **_undescribed(), "file_size": path.stat().st_size if path.exists() else "", "status": "ok"}
     try:
         row["sha256"] = dedup.sha256_file(path)
         image = read_image(path)
@@ -147,8 +152,17 @@ def describe(row: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     return row
 
 
+def _undescribed() -> dict[str, Any]:
+    """The columns `describe` fills, empty."""
+    return {"sha256": "", "phash": "", "format": "", "mode": "", "width": "", "height": "", "file_size": "",
+            "error": ""}
+
+
 def _describe_job(job: tuple[dict[str, Any], str]) -> dict[str, Any]:
-    return describe(job[0], Path(job[1]))
+    row, out = job
+    if row.get("status") == "error":  # refused before any copy (lib.acquire.sources.refusal): nothing to read
+        return row
+    return describe(row, Path(out))
 
 
 def _describe_all(jobs: list[tuple[dict[str, Any], str]], progress: Progress, workers: int) -> list[dict[str, Any]]:

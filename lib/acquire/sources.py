@@ -9,7 +9,9 @@ copies and describes them. Scanner-file readers (DICOM, NIfTI) belong here too.
   offline machine fails in seconds with advice instead of hanging.
 - Folders: class folders (yes/ no/ ..., names matched case-insensitively) or an
   images/ + masks/ tree, found at the shallowest depth (Kaggle zips often nest
-  the same tree twice); every visible file counts, whatever its extension.
+  the same tree twice); every visible file counts, whatever its extension. A
+  link whose target lies outside the folder (or nowhere) is listed as refused,
+  never copied: `yes/x.jpg -> /etc/passwd` must not end up in raw/.
 """
 
 from __future__ import annotations
@@ -124,27 +126,49 @@ def find_layout(root: Path, classes: dict[str, str]) -> tuple[Path, str]:
     )
 
 
-def list_folder(root: Path, classes: dict[str, str], label: str) -> list[dict[str, str]]:
-    """One entry per file to import: relative path, label and mask (if any)."""
+def list_folder(root: Path, classes: dict[str, str], label: str) -> list[dict[str, Any]]:
+    """One entry per file to import: relative path, label, mask (if any) and `refused`: why the file (or its
+    mask) must not be copied, None when it may (see `refusal`)."""
     base, layout = find_layout(root, classes)
+    inside = root.resolve()
     entries = []
     if layout == "segmentation":
         masks = {p.stem: p for p in _files(base / "masks")} if (base / "masks").is_dir() else {}
         for path in _files(base / "images"):
             mask = masks.get(path.stem) or masks.get(f"{path.stem}_mask")
-            entries.append({"src": path, "rel": path.relative_to(base), "label": label, "mask": mask})
+            entries.append({"src": path, "rel": path.relative_to(base), "label": label, "mask": mask,
+                            "refused": refusal(path, inside) or (refusal(mask, inside) if mask else None)})
     else:
         for folder in sorted(p for p in base.iterdir() if p.is_dir() and p.name.lower() in classes):
             for path in _files(folder):
-                entries.append({"src": path, "rel": path.relative_to(base), "label": classes[folder.name.lower()]})
+                entries.append({"src": path, "rel": path.relative_to(base), "label": classes[folder.name.lower()],
+                                "refused": refusal(path, inside)})
     if not entries:
         raise DownloadError(f"{base}: the {layout} folders hold no files; nothing to import")
     return entries
 
 
 def _files(folder: Path) -> list[Path]:
-    # Every visible file counts, whatever its extension: the content decides later.
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not HIDDEN.match(p.name))
+    # Every visible file counts, whatever its extension: the content decides later. Links to nothing count
+    # too (refused, so the user hears of them); folders, also one named x.jpg, and links to folders do not.
+    return sorted(p for p in folder.rglob("*") if (p.is_file() or (p.is_symlink() and not p.is_dir()))
+                  and not HIDDEN.match(p.name))
+
+
+def refusal(path: Path, root: Path) -> str | None:
+    """Why `path` must not be imported from the (resolved) folder `root`, in one line; None when it may.
+
+    Why: 01 copies what a link points to, so `yes/x.jpg -> /etc/passwd` (or a class folder linked to
+    another disk) would put a file from outside the folder the user named into raw/, and on into
+    reports and bundles. A link that stays inside the folder is just a second name and is fine."""
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing target, or a loop of links
+        return f"{path}: a link to nothing (its target is missing or loops); remove the link or restore its target"
+    if not target.is_relative_to(root):
+        return (f"{path}: a link to {target}, outside the import folder {root}; "
+                "copy the file into the folder instead of linking to it")
+    return None
 
 
 def parse_classes(text: str | None) -> dict[str, str]:

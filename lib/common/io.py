@@ -61,6 +61,8 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
     Raises ImageReadError for empty, unreadable, truncated, tiny or huge files, and for multi-slice volumes.
     """
     path = Path(path)
+    if path.is_dir():  # e.g. a folder named x.jpg: "no such file" would send the user looking for a missing one
+        raise ImageReadError(path, "a folder, not a file", "give one of the image files inside it")
     if not path.is_file():
         raise ImageReadError(path, "no such file", "check the path")
     if path.stat().st_size == 0:

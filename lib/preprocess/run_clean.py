@@ -76,7 +76,7 @@ def _clean_job(job: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
     try:
         return clean_one(row, Path(options["out"]), options["size"], options["skull_strip"])
     except Exception as err:  # noqa: BLE001 - one bad file must not stop the stage
-        return error_row(row, err)
+        return error_row(row, err, file=Path(options["out"]) / row["source_path"])  # a reason must name its file
 
 
 def clean_one(row: dict[str, Any], out: Path, size: int, skull_strip: bool) -> dict[str, Any]:

@@ -213,6 +213,7 @@ def train_network(images: np.ndarray, labels: np.ndarray | None, train: np.ndarr
                 validation_data=diffusion.NoisyBatches(images[val], part(val), args.batch_size, args.seed + 1,
                                                        fixed=True),
                 epochs=args.epochs, initial_epoch=checkpoint.epochs_done, verbose=2,
+                shuffle=False,  # NoisyBatches orders each epoch by its own seed: a resumed run replays it exactly
                 callbacks=[ImageLoss(images, labels, train, val, grid, args.seed), *budget, checkpoint])
     partial = args.out / f".partial.{MODEL_FILE}"  # Keras wants the .keras suffix; renamed when whole
     network.save(partial)

@@ -13,7 +13,6 @@ import json
 import multiprocessing
 import multiprocessing.pool
 import os
-import signal
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -238,9 +237,10 @@ def _init_worker() -> None:
     cores, and OpenCV's own thread pool on top only adds contention (measured:
     clean at 256 went from 168 to about 247 images/s on 2 cores).
 
-    Ctrl-C reaches the whole process group; it is left to the parent, which
-    stops the pool, so that no worker stops half-way through an item."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    Ctrl-C reaches the whole process group: each worker ends quietly on its
+    KeyboardInterrupt (_quiet_worker) while the parent reports the stop. Workers
+    that ignored it instead left the parent to stop them at exit, which hung
+    once under load in CI."""
     import cv2
 
     cv2.setNumThreads(1)

@@ -47,6 +47,16 @@ def test_inputs_are_found_wherever_kaggle_mounts_them(tmp_path: Path) -> None:
         jobs.choose_source("auto", jobs.find_inputs(tmp_path / "lgg"), tmp_path / "lgg")
 
 
+def test_attached_imagenet_files_are_linked_where_keras_looks(tmp_path: Path) -> None:
+    tree(tmp_path, files=(f"wheels/{jobs.WHEELS_MARKER}", "wheels/efficientnetv2-b0_notop.h5"))
+    found = jobs.find_inputs(tmp_path)
+    assert found.keras_files == [tmp_path / "wheels" / "efficientnetv2-b0_notop.h5"]
+    home = jobs.keras_home(found.keras_files)
+    linked = home / "models" / "efficientnetv2-b0_notop.h5"
+    assert linked.is_symlink() and linked.resolve() == found.keras_files[0].resolve()
+    shutil.rmtree(home)
+
+
 def test_pins_install_from_pypi_online_from_attached_wheels_offline_and_differences_are_named(tmp_path: Path) -> None:
     requirements = tmp_path / "requirements.txt"
     requirements.write_text(f"pytest=={jobs.installed('pytest')}\nnumpy==0.0.1  # an old pin\nno-such-package==1.0\n")

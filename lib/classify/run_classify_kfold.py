@@ -195,9 +195,8 @@ def train_family(family: str, rows: pd.DataFrame, args: argparse.Namespace, fold
             print(f"{name}: finished earlier with the same folds and settings; reusing {done}")
             return saved["metrics"]
     start = time.perf_counter()
-    x = family_matrix(family, rows, args.in_dir, args, out)
     data = kfold.Inputs(
-        ids=list(rows["id"]), x=x,
+        ids=list(rows["id"]), x=family_matrix(family, rows, args.in_dir, args, out),
         y=(rows["label"] == "tumor").to_numpy(int), groups=rows.get("dup_group", rows["id"]).to_numpy(),
         extra_x=np.vstack([family_matrix(family, ext, folder, args, out) for ext, folder in external])
         if external else None,

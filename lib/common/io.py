@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lib.common.image_errors import WINDOW_PERCENTILES, ImageReadError  # noqa: F401 - part of this API
+from lib.common.image_errors import WINDOW_PERCENTILES, ImageReadError, first_line, window  # noqa: F401 - part of this API
 
 # Largest image accepted, in pixels. The biggest real slice in the navoneel set
 # is 1920x1080 (2 MP); 40 MP leaves room for scanner exports and still refuses
@@ -87,7 +87,7 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
         raise
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(
-            path, f"corrupt or truncated image ({_first_line(err)})", "re-download or remove it"
+            path, f"corrupt or truncated image ({first_line(err)})", "re-download or remove it"
         ) from None
     return LoadedImage(pixels=pixels, format=fmt, mode=mode)
 
@@ -102,10 +102,6 @@ def _one_slice(path: Path, volume: Any) -> LoadedImage:
     _check_size(path, (pixels.shape[1], pixels.shape[0]))
     return LoadedImage(pixels=pixels, format=volume.format, mode="L")
 
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
 
 
 def _check_size(path: Path, size: tuple[int, int]) -> None:
@@ -151,10 +147,7 @@ def window_to_uint8(values: np.ndarray) -> np.ndarray:
     anatomy almost black.
     """
     lo, hi = np.percentile(values, WINDOW_PERCENTILES)
-    if hi <= lo:
-        hi = lo + 1.0
-    scaled = (values - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return window(values, lo, hi)
 
 
 def to_grey(pixels: np.ndarray) -> np.ndarray:

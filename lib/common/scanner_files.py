@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.common.image_errors import WINDOW_PERCENTILES, ImageReadError
+from lib.common.image_errors import WINDOW_PERCENTILES, ImageReadError, first_line, window
 
 DICOM_MAGIC_OFFSET = 128
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -96,7 +96,7 @@ def _read_dicom(path: Path) -> Volume:
     try:
         ds = pydicom.dcmread(path, force=True)
     except (InvalidDicomError, OSError, ValueError, EOFError) as err:
-        raise ImageReadError(path, f"unreadable DICOM ({_first_line(err)})", "re-export it from the scanner") from None
+        raise ImageReadError(path, f"unreadable DICOM ({first_line(err)})", "re-export it from the scanner") from None
     if "PixelData" not in ds:
         raise ImageReadError(path, "DICOM without pixel data (a report or a structured file)", "give an image series")
     meta = getattr(ds, "file_meta", None)
@@ -110,7 +110,7 @@ def _read_dicom(path: Path) -> Volume:
         raise ImageReadError(path, f"no decoder for the DICOM transfer syntax {name}",
                              "re-export it uncompressed (Explicit VR Little Endian)") from err
     except (ValueError, EOFError, OSError, AttributeError, KeyError) as err:
-        raise ImageReadError(path, f"corrupt or truncated DICOM pixel data ({_first_line(err)})",
+        raise ImageReadError(path, f"corrupt or truncated DICOM pixel data ({first_line(err)})",
                              "re-export it from the scanner") from None
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")) not in ("MONOCHROME1", "MONOCHROME2"):
@@ -118,14 +118,14 @@ def _read_dicom(path: Path) -> Volume:
                              "give a grey MR series")
     stack = raw.reshape(frames, *raw.shape[-2:]) if frames > 1 else raw[None]
     values = apply_modality_lut(stack, ds).astype(np.float32)  # rescale slope and intercept
-    low, high, note = _dicom_window(ds, values)
-    slices = [_window(frame, low, high) for frame in values]
+    low, high, note = _dicomwindow(ds, values)
+    slices = [window(frame, low, high) for frame in values]
     if str(ds.get("PhotometricInterpretation")) == "MONOCHROME1":
         slices = [255 - s for s in slices]
     return Volume(slices=slices, format="DICOM", spacing_mm=_dicom_spacing(ds), notes=[note] if note else [])
 
 
-def _dicom_window(ds: object, values: np.ndarray) -> tuple[float, float, str]:
+def _dicomwindow(ds: object, values: np.ndarray) -> tuple[float, float, str]:
     """(low, high) of the display window: the file's Window Center/Width, else percentiles of the pixels."""
     centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")  # type: ignore[attr-defined]
     if centre is not None and width is not None:
@@ -160,7 +160,7 @@ def _read_nifti(path: Path) -> Volume:
         image = nib.as_closest_canonical(nib.load(path))
         data = np.asarray(image.dataobj, dtype=np.float32)
     except Exception as err:  # noqa: BLE001 - nibabel raises many types for broken files; one line says which
-        raise ImageReadError(path, f"unreadable NIfTI ({type(err).__name__}: {_first_line(err)})",
+        raise ImageReadError(path, f"unreadable NIfTI ({type(err).__name__}: {first_line(err)})",
                              "re-export it, or check that it is not truncated") from None
     notes = []
     if data.ndim == 4:
@@ -170,19 +170,5 @@ def _read_nifti(path: Path) -> Volume:
         raise ImageReadError(path, f"a {data.ndim}D NIfTI image", "give a 3D (or 4D) volume")
     low, high = np.percentile(data, WINDOW_PERCENTILES)  # one window for the whole volume
     zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
-    slices = [_window(np.rot90(data[:, :, k]), float(low), float(high)) for k in range(data.shape[2])]
+    slices = [window(np.rot90(data[:, :, k]), float(low), float(high)) for k in range(data.shape[2])]
     return Volume(slices=slices, format="NIfTI", spacing_mm=(zooms[1], zooms[0], zooms[2]), notes=notes)
-
-
-# --- shared ---------------------------------------------------------------------------
-
-
-def _window(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Linear map of [low, high] to 0..255, clipped."""
-    high = high if high > low else low + 1.0
-    return np.clip(np.rint((values - low) * (255.0 / (high - low))), 0, 255).astype(np.uint8)
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]

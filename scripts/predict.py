@@ -3,7 +3,8 @@
 Each input is cleaned and cropped exactly as in training (the bundle holds the
 settings). Writes one CSV row per file (per slice, plus a volume row, for a
 DICOM or NIfTI file): file, slice, prob_tumor, label_pred, threshold,
-mask_path, tumour_ml, error ... A bad file gets an error row; the rest go on;
+mask_path, tumour_ml, error, and `ood`, which says why a slice does not look
+like brain MRI (a photo, a screenshot...) when it does not. A bad file gets an error row; the rest go on;
 a rerun resumes. Research and education only, not a medical device.
 
     python scripts/predict.py --bundle artifacts/bundle --in slices/ --out predictions.csv [--masks masks/ [--sam]]
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
     p.add_argument("--masks", type=Path, default=None, help="also save tumour masks (0/255 PNG, input size) here")
     p.add_argument("--sam", action="store_true", help="refine each mask with LiteMedSAM on the U-Net mask's box")
+    p.add_argument("--ood", choices=["full", "rules", "off"], default="full",
+                   help="check each slice looks like brain MRI: traits + LiteMedSAM embedding (full, ~0.2 s a "
+                        "slice), traits only (rules) or not at all (off); the verdict goes to the ood column")
     p.add_argument("--force", action="store_true", help="predict every file again instead of resuming")
     p.add_argument("--verbose", action="store_true", help="also print TensorFlow's own log lines")
     args = p.parse_args(argv)
@@ -38,14 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     from lib.deploy.predictor import BundleError, Predictor
 
     try:
-        predictor = Predictor(args.bundle, sam=args.sam)
+        predictor = Predictor(args.bundle, sam=args.sam, ood_check=args.ood)
     except BundleError as err:
         raise SystemExit(f"error: {err}") from None
     table = predict_files.predict_all(predictor, args.source, args.out, args.masks, args.sam, args.force)
     errors = int(table["error"].ne("").sum())
     tumours = int(table["label_pred"].eq(predictor.class_names[1]).sum())
-    print(f"{len(table)} files: {tumours} predicted tumour, {len(table) - tumours - errors} no tumour, "
-          f"{errors} errors -> {args.out}")
+    odd = int(table["ood"].ne("").sum())
+    print(f"{len(table)} rows: {tumours} predicted tumour, {len(table) - tumours - errors} no tumour, "
+          f"{errors} errors, {odd} not like brain MRI (see the ood column) -> {args.out}")
     return 0
 
 

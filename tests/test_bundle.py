@@ -191,7 +191,7 @@ def test_predict_script_writes_a_row_per_file_and_resumes(tiny_bundle: Path, sli
     first = run_predict("--bundle", str(tiny_bundle), "--in", str(folder), "--out", str(out), "--masks", str(masks))
     assert first.returncode == 0, first.stderr[-2000:]
     table = pd.read_csv(out, keep_default_na=False)
-    assert list(table.columns) == ["file", "slice", "prob_tumor", "label_pred", "threshold", "mask_path",
+    assert list(table.columns) == ["file", "slice", "prob_tumor", "label_pred", "ood", "threshold", "mask_path",
                                    "mask_hidden_pixels", "tumour_slices", "tumour_ml", "error"]
     assert len(table) == len(slices)
     bad = table[table["file"].str.contains("notes|empty")]

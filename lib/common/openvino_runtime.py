@@ -11,6 +11,8 @@ The network is converted once (`openvino.convert_model` traces it, about 7 s)
 and the IR is kept under the cache folder, named by a key the caller chooses
 (e.g. the weights' hash), so later processes only compile it (0.3 s).
 Nothing here knows about LiteMedSAM: lib.common.medsam picks the runtime.
+PyTorch is imported only to convert: running a converted IR needs OpenVINO
+alone (lib.common.medsam_encoder relies on that to keep torch out of predict.py).
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE = "CPU"
 # IR files live here: $BRAINMRI_CACHE_DIR, else ~/.cache/brainmri.
@@ -51,6 +56,7 @@ def ir_path(key: str) -> Path:
 def convert(build: Callable[[], torch.nn.Module], examples: tuple[torch.Tensor, ...], path: Path) -> None:
     """Trace `build()` on `examples` and save its IR at `path`, atomically: a killed run leaves no half file."""
     import openvino
+    import torch
 
     network = build().eval().requires_grad_(False).float()
     with warnings.catch_warnings(), torch.inference_mode():
@@ -112,14 +118,19 @@ def prune(family: str, keep: int = KEEP) -> list[Path]:
 
 def _compile(key: str, build: Callable[[], torch.nn.Module], examples: tuple[torch.Tensor, ...], bf16: bool,
              threads: int) -> Network:
-    import openvino
-
-    input_shapes = tuple(tuple(example.shape) for example in examples)
     path = ir_path(key)
     if path.is_file():
         path.touch()  # used now: `prune` keeps the most recently used
     else:
         convert(build, examples, path)
+    return compile_ir(path, tuple(tuple(example.shape) for example in examples), bf16, threads)
+
+
+def compile_ir(path: Path, input_shapes: tuple[tuple[int, ...], ...], bf16: bool, threads: int) -> Network:
+    """An IR file (from `convert`, e.g. one a bundle carries) compiled for the CPU: needs OpenVINO only."""
+    import openvino
+
+    key = path.stem
     core = openvino.Core()
     network = core.compile_model(core.read_model(path), DEVICE, {
         "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",

@@ -20,7 +20,7 @@ from lib.common import scanner_files
 from lib.common.io import ImageReadError, read_image, read_mask, write_png, write_text_atomic
 from lib.deploy.predictor import Predictor
 
-COLUMNS = ["file", "slice", "prob_tumor", "label_pred", "threshold", "mask_path", "mask_hidden_pixels",
+COLUMNS = ["file", "slice", "prob_tumor", "label_pred", "ood", "threshold", "mask_path", "mask_hidden_pixels",
            "tumour_slices", "tumour_ml", "error"]
 CHECKPOINT = 50  # predicted slices between writes of the CSV
 VOLUME_ROW = "volume"  # the `slice` of a scanner file's summary row
@@ -59,7 +59,7 @@ def mask_name(file: Path, root: Path, slice_index: int | None = None) -> str:
 
 
 def _blank(predictor: Predictor, file: Path, slice_index: int | str = "") -> dict:
-    return {"file": str(file), "slice": slice_index, "prob_tumor": np.nan, "label_pred": "",
+    return {"file": str(file), "slice": slice_index, "prob_tumor": np.nan, "label_pred": "", "ood": "",
             "threshold": predictor.ensemble.threshold, "mask_path": "", "mask_hidden_pixels": 0,
             "tumour_slices": "", "tumour_ml": np.nan, "error": ""}
 
@@ -68,7 +68,7 @@ def predict_pixels(predictor: Predictor, pixels: np.ndarray, row: dict, mask_pat
                    sam: bool) -> tuple[dict, int]:
     """One slice's row, and its mask's area in input pixels (0 without a mask)."""
     result = predictor.predict(pixels, segment=mask_path is not None)
-    row = {**row, "prob_tumor": round(result.prob, 6), "label_pred": result.label,
+    row = {**row, "prob_tumor": round(result.prob, 6), "label_pred": result.label, "ood": result.ood,
            "mask_hidden_pixels": result.hidden_pixels}
     area = 0
     if mask_path is not None and result.mask is not None:
@@ -126,12 +126,20 @@ def volume_summary(predictor: Predictor, file: Path, rows: list[dict], voxels: i
     best = max(probs) if probs else np.nan
     summary = {**_blank(predictor, file, VOLUME_ROW), "prob_tumor": best,
                "label_pred": predictor.class_names[1] if tumour else (predictor.class_names[0] if probs else ""),
-               "tumour_slices": " ".join(tumour)}
+               "tumour_slices": " ".join(tumour), "ood": _volume_ood(rows)}
     if with_masks and volume.voxel_ml is not None:
         summary["tumour_ml"] = round(voxels * volume.voxel_ml, 3)
     if not probs:
         summary["error"] = f"{file}: no slice could be predicted"
     return summary
+
+
+def _volume_ood(rows: list[dict]) -> str:
+    """The summary row's `ood`: how many predicted slices did not look like brain MRI ('' when none)."""
+    odd = [r for r in rows if r["error"] == "" and r.get("ood")]
+    if not odd:
+        return ""
+    return f"{len(odd)} of {sum(r['error'] == '' for r in rows)} slices not like a brain MRI slice (see their rows)"
 
 
 def _cached_area(row: dict) -> int:
@@ -180,6 +188,8 @@ def _finished(out_csv: Path, masks: Path | None) -> dict[str, dict]:
     if not out_csv.is_file():
         return {}
     old = pd.read_csv(out_csv, keep_default_na=False, dtype={"slice": str})
+    if "ood" not in old.columns:  # a CSV from before the brain-MRI check: its rows lack a verdict, redo them
+        return {}
     if "slice" not in old.columns:  # a CSV from before volumes were read
         old["slice"] = ""
     for column in ("prob_tumor", "tumour_ml"):

@@ -7,8 +7,9 @@ inputs unlike anything they learned from. The settings come from the bundle.
 
 Speed: the fold models run through `predict_on_batch` (Keras' compiled
 predict step, no per-call set-up of `Model.predict`), so a warm prediction costs tens of
-milliseconds on a CPU; LiteMedSAM (only for `medsam_embed` / `fusion` members
-and the optional refinement) costs about a second more.
+milliseconds on a CPU; LiteMedSAM's encoder (the brain-MRI check of
+lib.deploy.ood, and `medsam_embed` / `fusion` members) about 0.15 s more,
+through OpenVINO without PyTorch; the optional SAM refinement loads PyTorch.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from lib.common.io import read_image
+from lib.deploy import ood
 from lib.deploy.bundle import KERAS_KIND
 from lib.deploy.ensemble import Ensemble
 from lib.preprocess import clean, enhance
@@ -45,7 +47,8 @@ class Prepared:
     head: np.ndarray  # bool: 03's head mask
     enhanced: np.ndarray  # uint8: 03's output (the features' input)
     square_box: tuple[int, int, int, int]  # the clean frame in source pixels
-    embedding: np.ndarray | None = None  # LiteMedSAM's pooled embedding, computed once for all members
+    traits: ood.Traits  # what lib.deploy.ood reads to tell a brain MRI slice from other pictures
+    embedding: np.ndarray | None = None  # LiteMedSAM's pooled embedding, computed once for all members and ood
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Prediction:
     mask: np.ndarray | None = None  # bool, clean frame; None when segmentation was not asked for
     seconds: dict[str, float] = field(default_factory=dict)
     hidden_pixels: int = 0  # area of the segmenter's mask hidden because the classifier called the slice tumour-free
+    ood: str = ""  # why the slice does not look like brain MRI (lib.deploy.ood.verdict); '' when it does
 
     def source_mask(self) -> np.ndarray | None:
         """The tumour mask in the uploaded image's own pixels."""
@@ -92,7 +96,7 @@ def prepare(pixels: np.ndarray, settings: dict[str, Any]) -> Prepared:
     head = clean.head_mask(result.image)
     enhanced = enhance.enhance(result.image, head, tuple(settings["chain"]))
     return Prepared(source_shape=tuple(pixels.shape[:2]), clean=result.image, head=head, enhanced=enhanced,
-                    square_box=tuple(int(v) for v in result.square_box))
+                    square_box=tuple(int(v) for v in result.square_box), traits=ood.traits(pixels, result))
 
 
 def feature_vector(prepared: Prepared, settings: dict[str, Any]) -> np.ndarray:
@@ -106,12 +110,22 @@ def feature_vector(prepared: Prepared, settings: dict[str, Any]) -> np.ndarray:
 class Predictor:
     """A loaded bundle: call `predict(pixels)`; load once, predict many times."""
 
-    def __init__(self, bundle_dir: Path | str, sam: bool = False) -> None:
-        """Load every model of the bundle; `sam` also readies LiteMedSAM for refine_with_sam."""
+    def __init__(self, bundle_dir: Path | str, sam: bool = False, ood_check: str = "full") -> None:
+        """Load every model of the bundle; `sam` also readies LiteMedSAM for refine_with_sam; `ood_check` is
+        one of lib.deploy.ood.MODES ('full' embeds every slice with LiteMedSAM, about 0.2 s on a CPU)."""
+        if ood_check not in ood.MODES:
+            raise ValueError(f"ood_check {ood_check!r}: choose one of {ood.MODES}")
         self.dir = Path(bundle_dir)
         self.settings = read_settings(self.dir)
+        self.ood_check = ood_check
         if sam:
             _load_medsam()
+        encoder = self.settings.get("encoder")  # the IR 09 put in the bundle (None: the cache's, made if missing)
+        self.encoder_ir = self.dir / encoder["xml"] if encoder else None
+        if ood_check == "full":
+            from lib.common import medsam_encoder
+
+            medsam_encoder.encoder(self.encoder_ir)  # compiled now, not at the first slice
         self.preprocessing = self.settings["preprocessing"]
         self.ensemble = Ensemble.from_json(self.settings["classifier"]["ensemble"])
         self.class_names = self.settings["class_names"]
@@ -164,6 +178,7 @@ class Predictor:
         start = time.perf_counter()
         prepared = prepare(pixels, self.preprocessing)
         seconds["prepare"] = time.perf_counter() - start
+        verdict = self.ood_verdict(prepared, seconds)
         members = {name: self._member_prob(name, prepared, seconds) for name in self.weighed_members()}
         prob = float(self.ensemble.predict(np.array([[members.get(n, 0.0) for n in self.ensemble.members]]))[0])
         label, mask, hidden = self.decide(prob), None, 0
@@ -175,7 +190,28 @@ class Predictor:
                 hidden, mask = int(mask.sum()), np.zeros_like(mask)  # the classifier's call wins (bundle setting)
         seconds["total"] = time.perf_counter() - start
         return Prediction(prob=prob, label=label, threshold=self.ensemble.threshold, members=members,
-                          prepared=prepared, mask=mask, seconds=seconds, hidden_pixels=hidden)
+                          prepared=prepared, mask=mask, seconds=seconds, hidden_pixels=hidden, ood=verdict)
+
+    def ood_verdict(self, prepared: Prepared, seconds: dict[str, float]) -> str:
+        """lib.deploy.ood's verdict on the slice ('' when it looks like brain MRI); the embedding it computes
+        is kept for the LiteMedSAM members."""
+        if self.ood_check == "off":
+            return ""
+        tic = time.perf_counter()
+        if self.ood_check == "full":
+            self._embed(prepared)
+        verdict = ood.verdict(ood.reasons(prepared.traits, prepared.embedding if self.ood_check == "full" else None))
+        seconds["ood"] = time.perf_counter() - tic
+        return verdict
+
+    def _embed(self, prepared: Prepared) -> np.ndarray:
+        """LiteMedSAM's pooled embedding of the clean slice, computed once per slice, through OpenVINO without
+        PyTorch (lib.common.medsam_encoder: the same vectors as lib.common.medsam's CPU route, 500 MB less)."""
+        if prepared.embedding is None:
+            from lib.common import medsam_encoder
+
+            prepared.embedding = medsam_encoder.pooled_embeddings([prepared.clean], ir=self.encoder_ir)
+        return prepared.embedding
 
     def weighed_members(self) -> list[str]:
         """Members whose probability moves the ensemble's (a zero weight, e.g. after `best`, needs no run)."""
@@ -204,11 +240,7 @@ class Predictor:
     def _table_row(self, kind: str, prepared: Prepared) -> np.ndarray:
         if kind == "features":
             return feature_vector(prepared, self.preprocessing)
-        from lib.common import medsam
-
-        if prepared.embedding is None:
-            prepared.embedding = medsam.pooled_embeddings([prepared.clean])
-        embedding = prepared.embedding
+        embedding = self._embed(prepared)
         if kind == "medsam":
             return embedding
         return np.hstack([feature_vector(prepared, self.preprocessing), embedding])

@@ -39,7 +39,7 @@ from demo import serve  # noqa: E402
 from lib.acquire import phantom  # noqa: E402
 from lib.common.io import write_json_atomic, write_png  # noqa: E402
 
-OUTPUTS = ("crop", "verdict", "overlay", "gradcam", "timing", "status")  # what /predict returns to a client
+OUTPUTS = ("crop", "verdict", "overlay", "downloads", "timing", "status")  # what /predict returns to a client
 SLICES = 10  # distinct phantom slices, half with a tumour
 STARTUP_TIMEOUT = 120.0
 

@@ -16,8 +16,12 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no calls home
 
 import argparse  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
+import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -27,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from lib.common import report, scanner_files  # noqa: E402
-from lib.common.io import ImageReadError, read_image, write_png  # noqa: E402
+from lib.common.io import ImageReadError, read_image, write_png, write_text_atomic  # noqa: E402
+from lib.deploy import bundle, predict_files  # noqa: E402
 from lib.deploy.predictor import BundleError, Prediction, Predictor  # noqa: E402
 
 NOTICE = ("**Research and education only. This is not a medical device:** it must not be used to diagnose, "
@@ -35,6 +40,8 @@ NOTICE = ("**Research and education only. This is not a medical device:** it mus
 EXAMPLES = 4  # phantom slices offered as examples (2 with a tumour, 2 without)
 MASK_COLOUR = (255, 60, 60)
 MAX_UPLOAD = "25mb"
+OUTPUT_TTL_S = 3600  # uploads (Gradio's cache) and downloads are deleted after an hour, and at shutdown
+CLEAN_EVERY_S = 600
 
 
 # --- what the page shows (plain functions: tested without a browser) ---------------------
@@ -95,33 +102,71 @@ def gradcam_image(predictor: Predictor, prediction: Prediction) -> np.ndarray | 
 class Demo:
     """The handlers behind the page; one loaded Predictor shared by every request."""
 
-    def __init__(self, predictor: Predictor, sam_available: bool) -> None:
+    def __init__(self, predictor: Predictor, sam_available: bool, outputs: Path | None = None) -> None:
         self.predictor = predictor
         self.sam_available = sam_available
         self.target = float(predictor.ensemble.target_sensitivity)
+        self.provenance = bundle.provenance(predictor.settings)
+        # downloads (mask PNG, CSV row) live here until OUTPUT_TTL_S has passed, or the server stops
+        self.outputs = Path(outputs or tempfile.mkdtemp(prefix="brainmri-demo-"))
 
     def analyse(self, path: str | None, slice_index: float | None = None) -> tuple[Any, ...]:
-        """Upload (and, for a DICOM or NIfTI volume, the slider's slice) -> (crop, verdict, overlay, Grad-CAM,
-        timing, status, state); never raises."""
+        """Upload (and, for a DICOM or NIfTI volume, the slider's slice) -> (crop, verdict, overlay, downloads,
+        timing, status, state); never raises. Grad-CAM waits for its own button: the answer comes first."""
         if not path:
             return _failure("Upload an image first (JPEG, PNG, TIFF, BMP, DICOM or NIfTI).")
         start = time.perf_counter()
         try:
-            pixels, where = slice_of(path, int(slice_index or 0))
+            index = int(slice_index or 0)
+            pixels, where = slice_of(path, index)
             prediction = self.predictor.predict(pixels)
         except ImageReadError as err:
             return _failure(f"{Path(err.path).name}: {err.reason}. Upload a brain MRI slice as JPEG, PNG, TIFF, "
                             "BMP, DICOM or NIfTI.")
         except Exception as err:  # noqa: BLE001 - the page shows one line, the server keeps serving
             return _failure(f"{Path(path).name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-        tic = time.perf_counter()
-        heat = gradcam_image(self.predictor, prediction)
-        prediction.seconds["grad-cam"] = time.perf_counter() - tic
+        downloads = self.downloads(prediction, Path(path), index if scanner_files.kind(path) else None)
         prediction.seconds["total"] = time.perf_counter() - start
-        state = {"prepared": prediction.prepared, "mask": prediction.mask}
+        state = {"prepared": prediction.prepared, "mask": prediction.mask, "prediction": prediction}
         return (prediction.prepared.clean, verdict_markdown(prediction, self.target) + where,
                 mask_overlay(prediction.prepared.clean, prediction.mask),
-                heat, timing_markdown(prediction.seconds), "", state)
+                downloads, timing_markdown(prediction.seconds), "", state)
+
+    def downloads(self, prediction: Prediction, source: Path, slice_index: int | None) -> list[str]:
+        """The mask as a 0/255 PNG at the upload's own size, and predict.py's CSV row for it."""
+        self.prune()
+        stem = f"{source.stem}{'' if slice_index is None else f'_s{slice_index:03d}'}_{uuid.uuid4().hex[:8]}"
+        folder = self.outputs / stem
+        folder.mkdir(parents=True)
+        mask_path = folder / f"{source.stem}_mask.png"
+        mask = prediction.source_mask()
+        write_png(mask_path, (mask if mask is not None else np.zeros(prediction.prepared.source_shape, bool))
+                  .astype(np.uint8) * 255)
+        row = predict_files.prediction_row(prediction, predict_files.blank_row(
+            self.predictor, Path(source.name), "" if slice_index is None else slice_index))
+        row["mask_path"] = mask_path.name
+        csv_path = folder / f"{source.stem}_prediction.csv"
+        write_text_atomic(csv_path, predict_files.table_csv([row]))
+        return [str(mask_path), str(csv_path)]
+
+    def prune(self, max_age_s: float = OUTPUT_TTL_S) -> None:
+        """Delete downloads older than `max_age_s` (all of them with 0, as at shutdown)."""
+        now = time.time()
+        for folder in self.outputs.glob("*"):
+            if max_age_s <= 0 or now - folder.stat().st_mtime > max_age_s:
+                shutil.rmtree(folder, ignore_errors=True)
+        if max_age_s <= 0:
+            shutil.rmtree(self.outputs, ignore_errors=True)
+
+    def gradcam(self, state: dict[str, Any] | None) -> tuple[Any, str]:
+        """Grad-CAM of the analysed slice, on demand -> (heat map, status)."""
+        if not state or state.get("prediction") is None:
+            return None, error_markdown("Analyse a slice first; Grad-CAM explains its prediction.")
+        tic = time.perf_counter()
+        heat = gradcam_image(self.predictor, state["prediction"])
+        if heat is None:
+            return None, "This bundle has no image classifier to explain (its members read features)."
+        return heat, f"Grad-CAM in {1000 * (time.perf_counter() - tic):.0f} ms."
 
     def refine(self, state: dict[str, Any] | None) -> tuple[Any, str]:
         """LiteMedSAM on the U-Net mask's box -> (overlay, status)."""
@@ -167,6 +212,22 @@ def slider_for(path: str | None) -> Any:
     return gr.update(visible=count > 1, minimum=0, maximum=max(count - 1, 1), value=middle, step=1)
 
 
+def provenance_markdown(found: dict[str, Any]) -> str:
+    """What the bundle learned from and how well it did in cross-validation, with a warning for phantoms."""
+    def ci(key: str) -> str:
+        low, high = found.get(f"{key}_ci") or (float("nan"), float("nan"))
+        return f"{found[key]:.2f} [{low:.2f}, {high:.2f}]" if found.get(key) is not None else "n/a"
+
+    source = {"phantom": "synthetic phantom slices"}.get(found["source"], f"`{found['source']}`")
+    line = (f"**This bundle** learned from {found.get('images', '?')} {source} ({found.get('tumours', '?')} with a "
+            f"tumour). Cross-validated ROC AUC {ci('roc_auc')}, sensitivity {ci('sensitivity')}, specificity "
+            f"{ci('specificity')} at threshold {found['threshold']:.2f} (95 % intervals).")
+    if found["synthetic"]:
+        line = ("> ⚠️ **Phantom-trained bundle:** it has never seen a real scan, so its answers on real MRI mean "
+                "nothing. Build one on real data (e.g. `make all DATA=navoneel`) to judge real slices.\n\n" + line)
+    return line
+
+
 def _failure(message: str) -> tuple[Any, ...]:
     """Outputs of `analyse` for a file it could not use: only the status line says something."""
     return None, "", None, None, "", error_markdown(message), None
@@ -188,12 +249,13 @@ def make_examples(folder: Path, n: int = EXAMPLES, seed: int = 2026) -> list[str
 
 
 def build(demo: Demo, examples: list[str]) -> Any:
-    """The Blocks page."""
+    """The Blocks page. Gradio deletes uploads older than OUTPUT_TTL_S every CLEAN_EVERY_S, and all at shutdown."""
     import gradio as gr
 
-    with gr.Blocks(title="Brain-tumour MRI demo") as page:
+    with gr.Blocks(title="Brain-tumour MRI demo", delete_cache=(CLEAN_EVERY_S, OUTPUT_TTL_S)) as page:
         gr.Markdown("# Brain-tumour MRI: tumour or not, and where")
         gr.Markdown(NOTICE, elem_id="notice")
+        gr.Markdown(provenance_markdown(demo.provenance), elem_id="provenance")
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):
@@ -202,7 +264,9 @@ def build(demo: Demo, examples: list[str]) -> Any:
                 slider = gr.Slider(0, 1, value=0, step=1, label="Slice of the volume", visible=False,
                                    elem_id="slice")
                 predict = gr.Button("Predict", variant="primary", elem_id="predict")
-                refine = gr.Button("Refine mask with SAM", elem_id="refine", interactive=demo.sam_available)
+                with gr.Row():
+                    explain = gr.Button("Grad-CAM", elem_id="explain")
+                    refine = gr.Button("Refine mask with SAM", elem_id="refine", interactive=demo.sam_available)
                 status = gr.Markdown(elem_id="status")
                 gr.Examples(examples=[[p] for p in examples], inputs=[upload], label="Synthetic examples")
             with gr.Column(scale=2):
@@ -210,12 +274,15 @@ def build(demo: Demo, examples: list[str]) -> Any:
                 with gr.Row():
                     crop = gr.Image(label="Cleaned crop (model input)", elem_id="crop", format="png")
                     overlay = gr.Image(label="Tumour mask", elem_id="overlay", format="png")
-                    heat = gr.Image(label="Grad-CAM (where the CNN looked)", elem_id="gradcam", format="png")
+                    heat = gr.Image(label="Grad-CAM: where the CNN looked", elem_id="gradcam", format="png")
+                downloads = gr.File(label="Downloads: mask PNG (upload's size), CSV row", file_count="multiple",
+                                    elem_id="downloads", interactive=False)
                 timing = gr.Markdown(elem_id="timing")
-        outputs = [crop, verdict, overlay, heat, timing, status, state]
+        outputs = [crop, verdict, overlay, downloads, timing, status, state]
         upload.change(slider_for, inputs=[upload], outputs=[slider], api_name=False)
         predict.click(demo.analyse, inputs=[upload, slider], outputs=outputs, api_name="predict")
         slider.release(demo.analyse, inputs=[upload, slider], outputs=outputs, api_name=False)
+        explain.click(demo.gradcam, inputs=[state], outputs=[heat, status], api_name="gradcam")
         refine.click(demo.refine, inputs=[state], outputs=[overlay, status], api_name="refine")
     return page
 
@@ -245,9 +312,33 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {err}") from None
     page = build(demo, make_examples(args.examples))
     page.queue(default_concurrency_limit=1)  # one slice at a time: 2 CPU cores, models shared
-    page.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
-                footer_links=["api"], allowed_paths=[str(args.examples)])
+    signal.signal(signal.SIGTERM, _stop)  # a plain kill too runs Gradio's and our clean-up below
+    started = time.time()
+    try:
+        page.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
+                    footer_links=["api"], allowed_paths=[str(args.examples)])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        page.close()  # Gradio deletes its cache (uploads, images sent) here: delete_cache
+        demo.prune(0)
+        remove_upload_leftovers(started)
     return 0
+
+
+def remove_upload_leftovers(since: float) -> list[Path]:
+    """Delete the upload staging files (tmp*) Gradio leaves at the top of its temp folder, made since `since`:
+    delete_cache removes the uploads' copies but not these. Others' older files stay."""
+    folder = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+    gone = [p for p in folder.glob("tmp*") if p.is_file() and p.stat().st_mtime >= since]
+    for path in gone:
+        path.unlink(missing_ok=True)
+    return gone
+
+
+def _stop(signum: int, frame: Any) -> None:
+    """SIGTERM -> KeyboardInterrupt, so `main` closes the page and deletes every file it made."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ def start(bundle: Path, tmp: Path, timeout: float = 120.0) -> tuple[subprocess.P
     """`demo/app.py --bundle bundle` with its files under `tmp`; (process, URL) once the page answers."""
     port = free_port()
     log = tmp / "server.log"
+    (tmp / "tmp").mkdir(parents=True, exist_ok=True)  # the demo's own downloads (tempfile) go here
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp / "gradio"),
-           "PYTHONUNBUFFERED": "1"}
+           "TMPDIR": str(tmp / "tmp"), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, str(ROOT / "demo" / "app.py"), "--bundle", str(bundle), "--port", str(port),
            "--examples", str(tmp / "examples")]
     url = f"http://127.0.0.1:{port}/"

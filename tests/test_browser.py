@@ -107,10 +107,16 @@ def test_demo_in_browser(demo_url: str, slices: dict[str, Path], tmp_path: Path)
 
             expect(page.locator("#notice")).to_contain_text("not a medical device", timeout=WAIT_MS)
             expect(page.locator("#notice")).to_be_visible()
+            expect(page.locator("#provenance")).to_contain_text("Phantom-trained bundle")
+            expect(page.locator("#provenance")).to_contain_text("ROC AUC")
 
             # 1. a phantom slice with a tumour: verdict, crop and mask overlay
             upload(page, slices["good"])
             predict_ok(page)
+            expect(page.locator("#downloads")).to_contain_text("phantom_slice_mask")
+            expect(page.locator("#downloads")).to_contain_text("phantom_slice_prediction")
+            page.locator("#explain").click()
+            expect(page.locator("#gradcam img").first).to_be_visible(timeout=WAIT_MS)
             screenshot = tmp_path / "demo_screenshot.png"
             page.screenshot(path=str(screenshot), full_page=True)
             assert screenshot.stat().st_size > 10_000

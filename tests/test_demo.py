@@ -24,12 +24,12 @@ def tumour_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_analyse_shows_crop_verdict_mask_gradcam_and_time(demo: app.Demo, tumour_file: Path) -> None:
-    crop, verdict, overlay, heat, timing, status, state = demo.analyse(str(tumour_file))
+def test_analyse_shows_crop_verdict_mask_downloads_and_time(demo: app.Demo, tumour_file: Path) -> None:
+    crop, verdict, overlay, downloads, timing, status, state = demo.analyse(str(tumour_file))
     assert status == ""
-    assert crop.shape == (128, 128) and overlay.shape == (128, 128, 3) and heat.shape == (128, 128, 3)
+    assert crop.shape == (128, 128) and overlay.shape == (128, 128, 3)
     assert "Tumour probability: " in verdict and ("**tumour**" in verdict or "**no tumour**" in verdict)
-    assert "Processed in" in timing and "grad-cam" in timing
+    assert "Processed in" in timing and "grad-cam" not in timing  # Grad-CAM waits for its button
     mask = state["mask"]
     if mask.any():  # the mask is tinted on the crop, the rest is the crop in grey
         assert not np.array_equal(overlay[mask], np.repeat(crop[mask][:, None], 3, axis=1))
@@ -37,12 +37,48 @@ def test_analyse_shows_crop_verdict_mask_gradcam_and_time(demo: app.Demo, tumour
                           crop[~mask & (overlay[..., 0] == overlay[..., 1])])
 
 
+def test_downloads_are_the_mask_at_the_uploads_size_and_predict_pys_row(demo: app.Demo, tumour_file: Path) -> None:
+    import pandas as pd
+
+    from lib.common.io import read_mask
+    from lib.deploy import predict_files
+
+    _, _, _, downloads, _, _, state = demo.analyse(str(tumour_file))
+    mask_png, row_csv = (Path(p) for p in downloads)
+    upload = read_image(tumour_file).pixels
+    assert read_mask(mask_png).shape == upload.shape[:2]
+    assert read_mask(mask_png).sum() == state["prediction"].source_mask().sum()
+    row = pd.read_csv(row_csv, keep_default_na=False)
+    assert list(row.columns) == predict_files.COLUMNS and len(row) == 1
+    assert row["file"][0] == tumour_file.name and row["mask_path"][0] == mask_png.name
+    assert abs(float(row["prob_tumor"][0]) - state["prediction"].prob) < 1e-6
+    demo.prune(0)
+    assert not mask_png.exists() and not demo.outputs.exists()
+    demo.outputs.mkdir(parents=True)  # the module's other tests go on with this Demo
+
+
+def test_gradcam_comes_on_demand(demo: app.Demo, tumour_file: Path) -> None:
+    state = demo.analyse(str(tumour_file))[-1]
+    heat, status = demo.gradcam(state)
+    assert heat.shape == (128, 128, 3) and "Grad-CAM in" in status
+    assert "Analyse a slice first" in demo.gradcam(None)[1]
+
+
+def test_the_page_says_what_the_bundle_learned_from(demo: app.Demo) -> None:
+    text = app.provenance_markdown(demo.provenance)
+    assert demo.provenance["source"] == "phantom" and demo.provenance["synthetic"]
+    assert text.startswith("> ⚠️ **Phantom-trained bundle:**") and "ROC AUC" in text and "threshold" in text
+    real = {**demo.provenance, "source": "kaggle:navoneel/brain-mri-images-for-brain-tumor-detection",
+            "synthetic": False}
+    assert "⚠️" not in app.provenance_markdown(real) and "navoneel" in app.provenance_markdown(real)
+
+
 @pytest.mark.parametrize("content, words", [(b"", "empty file"), (b"hello, not an image", "not a readable image")])
 def test_bad_uploads_give_one_clear_line_and_no_outputs(demo: app.Demo, tmp_path: Path, content: bytes,
                                                         words: str) -> None:
     path = tmp_path / "upload.png"
     path.write_bytes(content)
-    crop, verdict, overlay, heat, timing, status, state = demo.analyse(str(path))
+    crop, verdict, overlay, downloads, timing, status, state = demo.analyse(str(path))
     assert status.startswith("**Could not analyse this file.**") and words in status and "upload.png" in status
     assert "\n" not in status and "Traceback" not in status
     assert crop is None and overlay is None and state is None
@@ -69,24 +105,6 @@ def test_examples_are_phantom_slices_written_once(tmp_path: Path) -> None:
     assert Path(paths[0]).stat().st_mtime_ns == stamp
 
 
-def test_space_layout_has_app_requirements_card_and_bundle(tiny_bundle: Path, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from demo import make_space
-
-    space = make_space.build(tiny_bundle, tmp_path / "space")
-    card = (space / "README.md").read_text()
-    assert card.startswith("---\n") and "sdk: gradio" in card and "app_file: app.py" in card
-    requirements = (space / "requirements.txt").read_text().splitlines()
-    assert any(r.startswith("gradio==") for r in requirements) and all("==" in r for r in requirements)
-    assert not any(r.startswith(("pytest", "playwright", "kaggle")) for r in requirements)
-    assert (space / "bundle" / "bundle.json").is_file() and (space / "lib" / "deploy" / "predictor.py").is_file()
-    result = subprocess.run([sys.executable, "app.py", "--help"], cwd=space, capture_output=True, text=True,
-                            timeout=120, env={"PATH": "/usr/bin:/bin"})
-    assert result.returncode == 0 and "--share" in result.stdout, result.stderr[-1000:]
-
-
 def test_a_huge_image_is_refused_before_it_is_decoded(demo: app.Demo, tmp_path: Path) -> None:
     from PIL import Image
 
@@ -103,8 +121,30 @@ def test_a_volume_gets_a_slider_and_each_slice_its_own_answer(demo: app.Demo, tm
     update = app.slider_for(str(volume))
     assert update["visible"] is True and update["maximum"] == 4 and update["value"] == 2
     assert app.slider_for(str(tmp_path / "scan.nii.gz"))["visible"] is True
-    crop, verdict, overlay, heat, timing, status, state = demo.analyse(str(volume), 3)
+    crop, verdict, overlay, downloads, timing, status, state = demo.analyse(str(volume), 3)
+    assert Path(downloads[0]).name.startswith("scan.nii_mask")
     assert status == "" and crop is not None and "NIfTI slice 3 of 5" in verdict
     png = tmp_path / "flat.png"
     write_png(png, phantom_slices(1)[0])
     assert app.slider_for(str(png))["visible"] is False
+
+
+def test_a_stopped_server_leaves_no_uploads_or_downloads(tiny_bundle: Path, tumour_file: Path,
+                                                         tmp_path: Path) -> None:
+    """Uploads (Gradio's cache) and downloads (the demo's folder) go when the server gets SIGTERM."""
+    from gradio_client import Client, handle_file
+
+    from demo import serve
+
+    proc, url = serve.start(tiny_bundle, tmp_path)
+    try:
+        result = Client(url, verbose=False).predict(handle_file(str(tumour_file)), 0, api_name="/predict")
+        assert result[5] == "" and len(result[3]) == 2  # no error; two downloads
+        made = [p for p in (tmp_path / "gradio").rglob("*") if p.is_file()]
+        made += [p for p in (tmp_path / "tmp").rglob("*") if p.is_file()]
+        assert len(made) >= 3  # the upload, the two downloads (and the images sent)
+    finally:
+        serve.stop(proc)
+    assert proc.returncode is not None
+    left = [p for folder in ("gradio", "tmp") for p in (tmp_path / folder).rglob("*") if p.is_file()]
+    assert left == [], f"{len(left)} files left after shutdown, e.g. {left[:3]}"

@@ -212,6 +212,33 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
+def training_source(settings: dict[str, Any]) -> str:
+    """What a bundle's classifier learned from: 'phantom' (synthetic), 'kaggle:<dataset>', 'figshare' or the
+    imported folder; 'unknown' without a record. Newer bundles record it in 'data', older ones only in the
+    lineage, where the first 01_download reached is the classifier's (09's `in`; 08's comes after)."""
+    recorded = (settings.get("data") or {}).get("source")
+    if recorded:
+        return str(recorded)
+    first = stage.settings_of(settings.get("lineage"), "01_download") or {}
+    source = str(first.get("source", "unknown"))
+    if source == "kaggle":
+        return f"kaggle:{first.get('dataset')}"
+    return str(first["path"]) if source == "folder" and first.get("path") else source
+
+
+def provenance(settings: dict[str, Any]) -> dict[str, Any]:
+    """What a user must know before trusting a bundle: its training data (source, counts, synthetic or not),
+    its cross-validated numbers with intervals and its threshold. Bundles made before 'data' was recorded get
+    it from their lineage and metrics."""
+    metrics = settings["metrics"]["ensemble"]
+    data = settings.get("data") or {"source": training_source(settings),
+                                    "images": metrics.get("n"), "tumours": metrics.get("positives")}
+    operating = metrics["operating"]
+    return {**data, "synthetic": data["source"] == "phantom", "threshold": settings["classifier"]["ensemble"][
+        "threshold"], **{k: metrics.get(k) for k in ("roc_auc", "roc_auc_ci", "pr_auc", "pr_auc_ci")},
+            **{k: operating.get(k) for k in ("sensitivity", "sensitivity_ci", "specificity", "specificity_ci")}}
+
+
 def created() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 

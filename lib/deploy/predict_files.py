@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from lib.common import scanner_files
 from lib.common.io import ImageReadError, read_image, read_mask, write_png, write_text_atomic
-from lib.deploy.predictor import Predictor
+from lib.deploy.predictor import Prediction, Predictor
 
 COLUMNS = ["file", "slice", "prob_tumor", "label_pred", "ood", "threshold", "mask_path", "mask_hidden_pixels",
            "tumour_slices", "tumour_ml", "error"]
@@ -58,7 +58,7 @@ def mask_name(file: Path, root: Path, slice_index: int | None = None) -> str:
     return "__".join(rel.parts) + (f"__s{slice_index:03d}" if slice_index is not None else "") + ".png"
 
 
-def _blank(predictor: Predictor, file: Path, slice_index: int | str = "") -> dict:
+def blank_row(predictor: Predictor, file: Path, slice_index: int | str = "") -> dict:
     return {"file": str(file), "slice": slice_index, "prob_tumor": np.nan, "label_pred": "", "ood": "",
             "threshold": predictor.ensemble.threshold, "mask_path": "", "mask_hidden_pixels": 0,
             "tumour_slices": "", "tumour_ml": np.nan, "error": ""}
@@ -68,9 +68,7 @@ def predict_pixels(predictor: Predictor, pixels: np.ndarray, row: dict, mask_pat
                    sam: bool) -> tuple[dict, int]:
     """One slice's row, and its mask's area in input pixels (0 without a mask)."""
     result = predictor.predict(pixels, segment=mask_path is not None)
-    row = {**row, "prob_tumor": round(result.prob, 6), "label_pred": result.label, "ood": result.ood,
-           "mask_hidden_pixels": result.hidden_pixels}
-    area = 0
+    row, area = prediction_row(result, row), 0
     if mask_path is not None and result.mask is not None:
         if sam:
             result.mask, _ = predictor.refine_with_sam(result.prepared, result.mask)
@@ -80,9 +78,15 @@ def predict_pixels(predictor: Predictor, pixels: np.ndarray, row: dict, mask_pat
     return row, area
 
 
+def prediction_row(result: Prediction, row: dict) -> dict:
+    """`row` (from blank_row) with one prediction's columns filled in; the demo's CSV download uses it too."""
+    return {**row, "prob_tumor": round(result.prob, 6), "label_pred": result.label, "ood": result.ood,
+            "mask_hidden_pixels": result.hidden_pixels}
+
+
 def predict_one(predictor: Predictor, file: Path, root: Path, masks: Path | None, sam: bool) -> dict:
     """One CSV row: the prediction, or the error in one line with the file's name."""
-    row = _blank(predictor, file)
+    row = blank_row(predictor, file)
     try:
         pixels = read_image(file).pixels
         row, _ = predict_pixels(predictor, pixels, row, masks / mask_name(file, root) if masks else None, sam)
@@ -100,7 +104,7 @@ def predict_volume(predictor: Predictor, file: Path, root: Path, masks: Path | N
     try:
         volume = scanner_files.read_volume(file)
     except ImageReadError as err:
-        return [{**_blank(predictor, file, VOLUME_ROW), "error": str(err)}]
+        return [{**blank_row(predictor, file, VOLUME_ROW), "error": str(err)}]
     rows, voxels = [], 0
     for k, pixels in enumerate(volume.slices):
         cached = done.get(_key(str(file), k))
@@ -109,10 +113,10 @@ def predict_volume(predictor: Predictor, file: Path, root: Path, masks: Path | N
             voxels += _cached_area(cached)
             continue
         try:
-            row, area = predict_pixels(predictor, pixels, _blank(predictor, file, k),
+            row, area = predict_pixels(predictor, pixels, blank_row(predictor, file, k),
                                        masks / mask_name(file, root, k) if masks else None, sam)
         except Exception as err:  # noqa: BLE001 - one bad slice must not lose the rest of the volume
-            row, area = {**_blank(predictor, file, k), "error": _one_line(file, err) + f" (slice {k})"}, 0
+            row, area = {**blank_row(predictor, file, k), "error": _one_line(file, err) + f" (slice {k})"}, 0
         rows.append(row)
         voxels += area
     return rows + [volume_summary(predictor, file, rows, voxels, volume, masks is not None)]
@@ -124,7 +128,7 @@ def volume_summary(predictor: Predictor, file: Path, rows: list[dict], voxels: i
     probs = [r["prob_tumor"] for r in rows if r["error"] == ""]
     tumour = [str(r["slice"]) for r in rows if r["label_pred"] == predictor.class_names[1]]
     best = max(probs) if probs else np.nan
-    summary = {**_blank(predictor, file, VOLUME_ROW), "prob_tumor": best,
+    summary = {**blank_row(predictor, file, VOLUME_ROW), "prob_tumor": best,
                "label_pred": predictor.class_names[1] if tumour else (predictor.class_names[0] if probs else ""),
                "tumour_slices": " ".join(tumour), "ood": _volume_ood(rows)}
     if with_masks and volume.voxel_ml is not None:
@@ -197,6 +201,11 @@ def _finished(out_csv: Path, masks: Path | None) -> dict[str, dict]:
     keep = old["error"].eq("") & old["slice"].ne(VOLUME_ROW) & (old["mask_path"].ne("") if masks is not None else True)
     return {_key(r["file"], int(r["slice"]) if r["slice"] not in ("", None) else ""): r
             for r in old[keep].to_dict("records")}
+
+
+def table_csv(rows: list[dict]) -> str:
+    """The rows as predict.py's CSV text (its columns, in its order)."""
+    return pd.DataFrame(rows, columns=COLUMNS).to_csv(index=False)
 
 
 def _write(rows: list[dict], out_csv: Path) -> pd.DataFrame:

@@ -161,6 +161,8 @@ def export_bundle(args: argparse.Namespace, final: ensemble.Ensemble, result: di
         }
         data = {"input": json.loads((args.in_dir / "metrics.json").read_text()).get("input", str(args.in_dir)),
                 "images": result["images"], "tumours": result["tumours"], "folds": result["folds"]}
+        settings["data"] = {"source": bundle.training_source(settings), "images": data["images"],
+                            "tumours": data["tumours"], "folds": data["folds"]}
         return bundle.export(args.bundle, settings, args.in_dir, args.unet, bundle.model_card(settings, data))
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None

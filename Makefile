@@ -136,8 +136,10 @@ demo: $(STAMP)
 	@test -f $(BUNDLE)/bundle.json || { echo "error: no bundle at $(BUNDLE); run 'make all' first"; exit 1; }
 	$(PY) demo/app.py --bundle $(BUNDLE)
 
+# The Hugging Face Space folder (docs/demo.md). BUNDLE=DIR on the command line ships that bundle; without it,
+# make_space.py takes artifacts/bundle, or a real-data bundle under runs/ when artifacts/bundle is phantom-trained.
 space: $(STAMP)
-	$(PY) demo/make_space.py --bundle $(BUNDLE) --out build/space
+	$(PY) demo/make_space.py $(if $(filter file,$(origin BUNDLE)),,--bundle $(BUNDLE)) --out build/space
 
 # Debian's Chromium for the browser test (tests/test_browser.py), installed once; it skips without it.
 browser:

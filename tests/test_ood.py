@@ -202,3 +202,15 @@ def test_predict_py_keeps_pytorch_out_when_sam_is_off(tiny_bundle: Path, tmp_pat
                           timeout=300, env=env)
     assert done.stdout.split()[-2:] == ["False", "True"], done.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bundle_of_another_crop_size_is_checked_on_the_references_view(tiny_bundle: Path) -> None:
+    """The tiny bundle crops to 128 px; enlarged, such a crop looked blurred and unlike the 256 px reference
+    (a phantom once got 0.073 > 0.066). The check embeds its own 256 px crop instead."""
+    from lib.deploy.predictor import Predictor
+
+    model = Predictor(tiny_bundle)
+    assert model.preprocessing["size"] != ood.VIEW_SIZE
+    results = [model.predict(image, segment=False) for image in phantom_slices(3, seed=1)]
+    assert all(r.prepared.ood_view.shape == (ood.VIEW_SIZE, ood.VIEW_SIZE) for r in results)
+    assert [r.ood for r in results] == ["", "", ""]

@@ -43,6 +43,7 @@ DARK = 0.1  # "dark": below this share of the slice's 99th-percentile grey level
 RULE_MARGIN = 1.5  # how far past the tuning slices' extremes a trait's limit lies (border_dark: divided by it)
 EMBEDDING_MARGIN = 1.15  # the same for the embedding distance
 EMBEDDING_QUANTILE = 99.5  # percentile of the tuning slices' (cross-fitted) distances that the margin widens
+VIEW_SIZE = 256  # side of 02's crop the reference describes (clean_image's default, no skull stripping)
 CENTRES = 32  # reference centres (k-means of the tuning slices' embeddings)
 LOW_SIDE = 96  # a slice whose longest side is shorter is compared with the low-resolution centres
 LOW_SIDES = (64, 40)  # longest sides the tuning slices are shrunk to for the low-resolution centres
@@ -229,7 +230,7 @@ def check(pixels: np.ndarray, mode: str = "full") -> str:
     """The verdict on one decoded image (standalone; the Predictor reuses its own 02 result and embedding)."""
     if mode == "off":
         return ""
-    cleaned = clean.clean_image(pixels)
+    cleaned = clean.clean_image(pixels, size=VIEW_SIZE)
     pooled = None
     if mode == "full":
         from lib.common import medsam_encoder

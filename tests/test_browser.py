@@ -62,7 +62,10 @@ def slices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_png(good, phantom.make_slice(np.random.default_rng(1), 1).image)
     bad = folder / "not_an_image.png"
     bad.write_bytes(b"this is text, not a PNG\n" * 4)
-    return {"good": good, "bad": bad}
+    from tests.scanner_data import phantom_slices, write_dicom
+
+    dicom = write_dicom(folder / "scan.dcm", phantom_slices(3))
+    return {"good": good, "bad": bad, "dicom": dicom}
 
 
 def upload(page, path: Path) -> None:  # noqa: ANN001 - playwright.sync_api.Page (imported lazily)
@@ -117,6 +120,16 @@ def test_demo_in_browser(demo_url: str, slices: dict[str, Path], tmp_path: Path)
             expect(page.locator("#downloads")).to_contain_text("phantom_slice_prediction")
             page.locator("#explain").click()
             expect(page.locator("#gradcam img").first).to_be_visible(timeout=WAIT_MS)
+
+            # 1b. two clicks on the crop draw a box; LiteMedSAM segments what it holds
+            crop = page.locator("#crop img").first
+            size = crop.bounding_box()
+            for fx, fy in ((0.3, 0.3), (0.6, 0.65)):
+                crop.click(position={"x": fx * size["width"], "y": fy * size["height"]})
+                expect(page.locator("#status")).to_contain_text("Prompt:", timeout=WAIT_MS)
+            expect(page.locator("#status")).to_contain_text("box ready")
+            page.locator("#prompt_segment").click()
+            expect(page.locator("#status")).to_contain_text("LiteMedSAM's mask for your box", timeout=WAIT_MS)
             screenshot = tmp_path / "demo_screenshot.png"
             page.screenshot(path=str(screenshot), full_page=True)
             assert screenshot.stat().st_size > 10_000
@@ -132,6 +145,14 @@ def test_demo_in_browser(demo_url: str, slices: dict[str, Path], tmp_path: Path)
             # 3. the server still serves
             upload(page, slices["good"])
             predict_ok(page)
+
+            # 4. a DICOM volume: the slider picks the slice the verdict names
+            upload(page, slices["dicom"])
+            slider = page.locator("#slice input[type=range]")
+            expect(slider).to_be_visible(timeout=WAIT_MS)
+            slider.fill("2")
+            page.locator("#predict").click()
+            expect(page.locator("#verdict")).to_contain_text("DICOM slice 2 of 3", timeout=WAIT_MS)
         finally:
             browser.close()
     assert not page_errors, f"JavaScript errors in the page: {page_errors}"

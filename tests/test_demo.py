@@ -148,3 +148,27 @@ def test_a_stopped_server_leaves_no_uploads_or_downloads(tiny_bundle: Path, tumo
     assert proc.returncode is not None
     left = [p for folder in ("gradio", "tmp") for p in (tmp_path / folder).rglob("*") if p.is_file()]
     assert left == [], f"{len(left)} files left after shutdown, e.g. {left[:3]}"
+
+
+def test_two_clicks_make_a_box_that_prompts_litemedsam(demo: app.Demo, tumour_file: Path) -> None:
+    state = demo.analyse(str(tumour_file))[-1]
+    marked, prompts, status = demo.add_prompt(state, None, app.PROMPT_MODES[0], (70, 72))
+    assert "opposite corner" in status and marked.shape == (128, 128, 3)
+    marked, prompts, status = demo.add_prompt(state, prompts, app.PROMPT_MODES[0], (40, 45))
+    assert app.prompt_box(prompts) == (40, 45, 70, 72) and "box ready" in status
+    assert (marked[45, 40:71] != marked[45, 40:71, :1]).any()  # the yellow box is drawn on the grey crop
+    overlay, status = demo.segment_prompt(state, prompts)
+    assert overlay.shape == (128, 128, 3) and "LiteMedSAM's mask for your box" in status
+    tinted = overlay[..., 0] != overlay[..., 1]
+    assert tinted[30:85, 30:80].sum() > 0.8 * tinted.sum()  # SAM outlines what the box holds
+
+
+def test_points_alone_and_missing_prompts_are_handled(demo: app.Demo, tumour_file: Path) -> None:
+    state = demo.analyse(str(tumour_file))[-1]
+    _, prompts, _ = demo.add_prompt(state, None, app.PROMPT_MODES[1], (60, 60))
+    _, prompts, status = demo.add_prompt(state, prompts, app.PROMPT_MODES[2], (10, 64))
+    assert prompts["points"] == [(60, 60, 1), (10, 64, 0)] and "2 point(s)" in status
+    overlay, status = demo.segment_prompt(state, prompts)
+    assert overlay.shape == (128, 128, 3) and "2 point(s)" in status
+    assert "Click two corners" in demo.segment_prompt(state, {"box": [(1, 1)], "points": []})[1]
+    assert "Analyse a slice first" in demo.add_prompt(None, None, app.PROMPT_MODES[0], (1, 1))[2]

@@ -31,13 +31,17 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from lib.common import report, scanner_files  # noqa: E402
-from lib.common.io import ImageReadError, read_image, write_png, write_text_atomic  # noqa: E402
+from lib.common.io import ImageReadError, read_image, read_mask, write_png, write_text_atomic  # noqa: E402
 from lib.deploy import bundle, predict_files  # noqa: E402
 from lib.deploy.predictor import BundleError, Prediction, Predictor  # noqa: E402
 
 NOTICE = ("**Research and education only. This is not a medical device:** it must not be used to diagnose, "
           "treat or triage anyone. Predictions can be wrong; the examples are synthetic phantoms.")
 EXAMPLES = 4  # phantom slices offered as examples (2 with a tumour, 2 without)
+SHARED = ROOT.parent / "shared" / "data"  # real public data, where this machine has it (not in the Space)
+REAL_EXAMPLES = ("cheng_0130.png", "cheng_2150.png")  # figshare: a meningioma and a glioma, with true masks
+FIGSHARE_CREDIT = ("figshare 1512427, J. Cheng, CC BY 4.0 (Cheng et al., PLoS ONE 2015, 2016); "
+                   "the 'figshare_' examples")
 MASK_COLOUR = (255, 60, 60)
 MAX_UPLOAD = "25mb"
 PROMPT_MODES = ("Box corner", "Tumour point (+)", "Background point (-)")
@@ -110,6 +114,12 @@ class Demo:
         self.provenance = bundle.provenance(predictor.settings)
         # downloads (mask PNG, CSV row) live here until OUTPUT_TTL_S has passed, or the server stops
         self.outputs = Path(outputs or tempfile.mkdtemp(prefix="brainmri-demo-"))
+        self.truths: dict[str, Path] = {}  # example file name -> its true mask (see make_examples)
+
+    def know_examples(self, paths: list[str]) -> list[str]:
+        """Remember the examples' true masks, so analysing one shows its Dice; returns `paths`."""
+        self.truths.update({Path(p).name: truth_path(Path(p)) for p in paths})
+        return paths
 
     def analyse(self, path: str | None, slice_index: float | None = None) -> tuple[Any, ...]:
         """Upload (and, for a DICOM or NIfTI volume, the slider's slice) -> (crop, verdict, overlay, downloads,
@@ -129,6 +139,9 @@ class Demo:
         downloads = self.downloads(prediction, Path(path), index if scanner_files.kind(path) else None)
         prediction.seconds["total"] = time.perf_counter() - start
         state = {"prepared": prediction.prepared, "mask": prediction.mask, "prediction": prediction}
+        truth = self.truths.get(Path(path).name)
+        if truth is not None and truth.is_file():
+            where += truth_markdown(Path(path).name, read_mask(truth), prediction.source_mask())
         return (prediction.prepared.clean, verdict_markdown(prediction, self.target) + where,
                 mask_overlay(prediction.prepared.clean, prediction.mask),
                 downloads, timing_markdown(prediction.seconds), "", state)
@@ -158,6 +171,29 @@ class Demo:
                 shutil.rmtree(folder, ignore_errors=True)
         if max_age_s <= 0:
             shutil.rmtree(self.outputs, ignore_errors=True)
+
+    def summarise(self, path: str | None) -> tuple[str, list[str] | None]:
+        """Every slice of a DICOM or NIfTI upload -> (summary as predict.py's volume row says it, downloads:
+        the CSV of all slices and each slice's mask)."""
+        if not path or not scanner_files.kind(path):
+            return error_markdown("Upload a DICOM or NIfTI volume first; for one image, press Predict."), None
+        self.prune()
+        tic = time.perf_counter()
+        folder = self.outputs / f"{Path(path).stem}_volume_{uuid.uuid4().hex[:8]}"
+        (folder / "masks").mkdir(parents=True)
+        rows = predict_files.predict_volume(self.predictor, Path(path), Path(path), folder / "masks", False, {})
+        csv_path = folder / f"{Path(path).stem}_predictions.csv"
+        write_text_atomic(csv_path, predict_files.table_csv(rows))
+        summary = rows[-1]
+        if summary["error"]:
+            return error_markdown(summary["error"]), [str(csv_path)]
+        slices = summary["tumour_slices"] or "none"
+        volume = (f", tumour volume {summary['tumour_ml']:.2f} ml" if summary["tumour_ml"] == summary["tumour_ml"]
+                  else "")
+        odd = f" {summary['ood']}." if summary["ood"] else ""
+        return (f"**Volume:** {len(rows) - 1} slices; largest tumour probability {summary['prob_tumor']:.2f}; "
+                f"slices called tumour: {slices}{volume} ({time.perf_counter() - tic:.1f} s).{odd}",
+                [str(csv_path)] + sorted(str(m) for m in (folder / "masks").glob("*.png")))
 
     def gradcam(self, state: dict[str, Any] | None) -> tuple[Any, str]:
         """Grad-CAM of the analysed slice, on demand -> (heat map, status)."""
@@ -295,8 +331,10 @@ def _failure(message: str) -> tuple[Any, ...]:
     return None, "", None, None, "", error_markdown(message), None
 
 
-def make_examples(folder: Path, n: int = EXAMPLES, seed: int = 2026) -> list[str]:
-    """Phantom slices (never patient data) written once into `folder`; their paths."""
+def make_examples(folder: Path, n: int = EXAMPLES, seed: int = 2026, shared: Path | None = SHARED) -> list[str]:
+    """Example slices with their true masks (`<name>_truth.png` beside each), written once into `folder`:
+    phantoms (synthetic, never patient data) and, where ../shared/data holds them, REAL_EXAMPLES figshare
+    slices (CC BY 4.0, attributed on the page). Returns the slices' paths."""
     from lib.acquire import phantom
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -304,10 +342,36 @@ def make_examples(folder: Path, n: int = EXAMPLES, seed: int = 2026) -> list[str
     paths = []
     for i in range(n):
         path = folder / f"phantom_{'tumour' if i % 2 == 0 else 'no_tumour'}_{i}.png"
+        drawn = phantom.make_slice(rng, 1 if i % 2 == 0 else 0)
         if not path.is_file():
-            write_png(path, phantom.make_slice(rng, 1 if i % 2 == 0 else 0).image)
+            write_png(path, drawn.image)
+            write_png(truth_path(path), drawn.tumor_mask.astype(np.uint8) * 255)
         paths.append(str(path))
+    figshare = (shared / "figshare_seg") if shared else None
+    if figshare and (figshare / "index.csv").is_file():
+        for name in REAL_EXAMPLES:
+            path = folder / f"figshare_{name}"
+            if not path.is_file() and (figshare / "images" / name).is_file():
+                shutil.copyfile(figshare / "images" / name, path)
+                shutil.copyfile(figshare / "masks" / name, truth_path(path))
+            if path.is_file():
+                paths.append(str(path))
     return paths
+
+
+def truth_path(example: Path) -> Path:
+    return example.with_name(f"{example.stem}_truth.png")
+
+
+def truth_markdown(name: str, truth: np.ndarray, predicted: np.ndarray | None) -> str:
+    """The example's true mask against the prediction: Dice, and where the truth comes from."""
+    from lib.segment import mask_metrics
+
+    source = (FIGSHARE_CREDIT if name.startswith("figshare_") else "the phantom's own drawing (synthetic)")
+    if not truth.any():
+        return f"\n\n**True mask:** none, this slice has no tumour (from {source})."
+    dice = mask_metrics.dice(truth, predicted if predicted is not None else np.zeros_like(truth))
+    return f"\n\n**True mask** (from {source}): Dice with the predicted mask **{dice:.2f}**."
 
 
 def build(demo: Demo, examples: list[str]) -> Any:
@@ -326,11 +390,14 @@ def build(demo: Demo, examples: list[str]) -> Any:
                 slider = gr.Slider(0, 1, value=0, step=1, label="Slice of the volume", visible=False,
                                    elem_id="slice")
                 predict = gr.Button("Predict", variant="primary", elem_id="predict")
+                whole = gr.Button("Whole volume (DICOM, NIfTI)", elem_id="summarise")
                 with gr.Row():
                     explain = gr.Button("Grad-CAM", elem_id="explain")
                     refine = gr.Button("Refine mask with SAM", elem_id="refine", interactive=demo.sam_available)
                 status = gr.Markdown(elem_id="status")
-                gr.Examples(examples=[[p] for p in examples], inputs=[upload], label="Synthetic examples")
+                gr.Examples(examples=[[p] for p in examples], inputs=[upload],
+                            label="Examples with true masks: phantoms (synthetic), figshare (real)")
+                gr.Markdown(f"Real examples: {FIGSHARE_CREDIT}.", elem_id="credits")
             with gr.Column(scale=2):
                 verdict = gr.Markdown(elem_id="verdict")
                 with gr.Row():
@@ -351,6 +418,7 @@ def build(demo: Demo, examples: list[str]) -> Any:
         upload.change(slider_for, inputs=[upload], outputs=[slider], api_name=False)
         predict.click(demo.analyse, inputs=[upload, slider], outputs=outputs, api_name="predict")
         slider.release(demo.analyse, inputs=[upload, slider], outputs=outputs, api_name=False)
+        whole.click(demo.summarise, inputs=[upload], outputs=[status, downloads], api_name="volume")
         explain.click(demo.gradcam, inputs=[state], outputs=[heat, status], api_name="gradcam")
         refine.click(demo.refine, inputs=[state], outputs=[overlay, status], api_name="refine")
 
@@ -391,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         demo = load(args.bundle)
     except BundleError as err:
         raise SystemExit(f"error: {err}") from None
-    page = build(demo, make_examples(args.examples))
+    page = build(demo, demo.know_examples(make_examples(args.examples)))
     page.queue(default_concurrency_limit=1)  # one slice at a time: 2 CPU cores, models shared
     signal.signal(signal.SIGTERM, _stop)  # a plain kill too runs Gradio's and our clean-up below
     started = time.time()

@@ -98,10 +98,11 @@ def test_refine_with_sam_returns_a_mask_overlay(demo: app.Demo, tumour_file: Pat
 
 
 def test_examples_are_phantom_slices_written_once(tmp_path: Path) -> None:
-    paths = app.make_examples(tmp_path, n=2)
+    paths = app.make_examples(tmp_path, n=2, shared=None)
+    assert len(paths) == 2 and all(app.truth_path(Path(p)).is_file() for p in paths)
     assert len(paths) == 2 and all(read_image(p).pixels.ndim in (2, 3) for p in paths)
     stamp = Path(paths[0]).stat().st_mtime_ns
-    app.make_examples(tmp_path, n=2)
+    app.make_examples(tmp_path, n=2, shared=None)
     assert Path(paths[0]).stat().st_mtime_ns == stamp
 
 
@@ -172,3 +173,28 @@ def test_points_alone_and_missing_prompts_are_handled(demo: app.Demo, tumour_fil
     assert overlay.shape == (128, 128, 3) and "2 point(s)" in status
     assert "Click two corners" in demo.segment_prompt(state, {"box": [(1, 1)], "points": []})[1]
     assert "Analyse a slice first" in demo.add_prompt(None, None, app.PROMPT_MODES[0], (1, 1))[2]
+
+
+def test_examples_show_their_true_mask_and_the_dice(demo: app.Demo, tmp_path: Path) -> None:
+    from tests.conftest import shared_data
+
+    paths = demo.know_examples(app.make_examples(tmp_path, n=2, shared=shared_data("figshare_seg").parent))
+    real = [p for p in paths if Path(p).name.startswith("figshare_")]
+    assert len(real) == len(app.REAL_EXAMPLES) and read_image(real[0]).pixels.shape[:2] == (512, 512)
+    verdict = demo.analyse(real[0])[1]
+    assert "**True mask** (from figshare 1512427" in verdict and "CC BY 4.0" in verdict and "Dice" in verdict
+    assert "no tumour" in demo.analyse(paths[1])[1].split("True mask")[1]  # the tumour-free phantom
+
+
+def test_a_volume_is_summarised_like_predict_pys_volume_row(demo: app.Demo, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from tests.scanner_data import phantom_slices, write_dicom
+
+    volume = write_dicom(tmp_path / "scan.dcm", phantom_slices(3))
+    summary, downloads = demo.summarise(str(volume))
+    assert summary.startswith("**Volume:** 3 slices") and "tumour volume" in summary
+    table = pd.read_csv(downloads[0], keep_default_na=False, dtype={"slice": str})
+    assert list(table["slice"]) == ["0", "1", "2", "volume"]
+    assert f"{float(table['prob_tumor'].iloc[-1]):.2f}" in summary
+    assert "Upload a DICOM or NIfTI volume first" in demo.summarise(str(tmp_path / "x.png"))[0]

@@ -12,10 +12,16 @@ writes bench/results/bench_demo.json. Exits 1 when any request failed.
 
 The page queues one slice at a time (default_concurrency_limit=1), so latency
 grows with the number of clients while throughput stays that of one worker.
+Each run benches two servers one after the other on the same machine: the
+baseline (`--ood off --gradcam-inline`: the demo before issue 33, Grad-CAM
+in every answer and no brain-MRI check) and today's defaults (Grad-CAM on
+demand, the full brain-MRI check, downloads written). Target: p95 at most
+1.5 s for 8 clients x 5 requests with the default bundle.
 
     python bench/bench_demo.py [--bundle artifacts/bundle] [--clients 8] [--requests 5]
     python bench/bench_demo.py --smoke            # 2 clients x 2 requests: a quick check
     python bench/bench_demo.py --url http://127.0.0.1:7860/
+    python bench/bench_demo.py --settings "--ood rules"      # one server with these demo/app.py options
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from lib.common.io import write_json_atomic, write_png  # noqa: E402
 OUTPUTS = ("crop", "verdict", "overlay", "downloads", "timing", "status")  # what /predict returns to a client
 SLICES = 10  # distinct phantom slices, half with a tumour
 STARTUP_TIMEOUT = 120.0
+BASELINE = "--ood off --gradcam-inline"  # the demo before issue 33: Grad-CAM in every answer, no brain-MRI check
+TARGET_P95_MS = 1500
 
 
 def main() -> int:
@@ -54,34 +62,39 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0, help="phantom seed")
     p.add_argument("--timeout", type=float, default=STARTUP_TIMEOUT, help="seconds to wait for the server")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "bench_demo.json")
+    p.add_argument("--settings", action="append", default=None,
+                   help="demo/app.py options of one server to bench (repeatable); default: the baseline "
+                        f"{BASELINE!r} (the demo before issue 33) and today's defaults, in the same run")
     args = p.parse_args()
     if args.smoke:
         args.clients, args.requests = 2, 2
     if args.clients < 1 or args.requests < 1:
         p.error("--clients and --requests must be at least 1")
 
-    with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp_name:
-        tmp = Path(tmp_name)
-        slices = write_slices(tmp / "slices", SLICES, args.seed)
-        server = None
-        try:
-            if args.url:
-                url = args.url
-            else:
-                server, url = serve.start(args.bundle, tmp, args.timeout)
-            summary = run_load(url, slices, args.clients, args.requests, tmp / "downloads")
-        finally:
-            if server is not None:
-                serve.stop(server)
-
-    print_table(summary, args)
+    settings = [""] if args.url else (args.settings or [BASELINE, ""])
+    runs = {}
+    for setting in settings:
+        with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp_name:
+            tmp = Path(tmp_name)
+            slices = write_slices(tmp / "slices", SLICES, args.seed)
+            server = None
+            try:
+                if args.url:
+                    url = args.url
+                else:
+                    server, url = serve.start(args.bundle, tmp, args.timeout, tuple(setting.split()))
+                runs[setting or "defaults"] = run_load(url, slices, args.clients, args.requests, tmp / "downloads")
+            finally:
+                if server is not None:
+                    serve.stop(server)
+        print_table(runs[setting or "defaults"], args, setting or "defaults")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     write_json_atomic(args.json, {"machine": platform.platform(), "cores": os.cpu_count(), "load_average": load,
                                   "bundle": str(args.bundle) if not args.url else None, "url": args.url or None,
-                                  **summary})
+                                  "target_p95_ms": TARGET_P95_MS, "runs": runs})
     print(f"wrote {args.json}")
-    return 1 if summary["errors"] else 0
+    return 1 if any(run["errors"] for run in runs.values()) else 0
 
 
 def write_slices(folder: Path, n: int, seed: int) -> list[Path]:
@@ -187,8 +200,8 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def print_table(s: dict, args: argparse.Namespace) -> None:
-    where = args.url or f"demo/app.py --bundle {args.bundle}"
+def print_table(s: dict, args: argparse.Namespace, setting: str = "defaults") -> None:
+    where = args.url or f"demo/app.py --bundle {args.bundle} ({setting})"
     load = ", load average {:.1f}".format(os.getloadavg()[0]) if hasattr(os, "getloadavg") else ""
     print(f"\nGradio demo under load: {where} ({os.cpu_count()} cores{load})")
     print(f"{'clients':>8}{'requests':>9}{'errors':>7}{'median ms':>11}{'p95 ms':>9}{'req/s':>7}{'server ms':>11}")

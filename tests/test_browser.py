@@ -65,7 +65,8 @@ def slices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from tests.scanner_data import phantom_slices, write_dicom
 
     dicom = write_dicom(folder / "scan.dcm", phantom_slices(3))
-    return {"good": good, "bad": bad, "dicom": dicom}
+    real = Path(__file__).resolve().parents[2] / "shared" / "data" / "figshare_seg" / "images" / "cheng_2150.png"
+    return {"good": good, "bad": bad, "dicom": dicom, "real": real if real.is_file() else good}
 
 
 def upload(page, path: Path) -> None:  # noqa: ANN001 - playwright.sync_api.Page (imported lazily)
@@ -113,11 +114,12 @@ def test_demo_in_browser(demo_url: str, slices: dict[str, Path], tmp_path: Path)
             expect(page.locator("#provenance")).to_contain_text("Phantom-trained bundle")
             expect(page.locator("#provenance")).to_contain_text("ROC AUC")
 
-            # 1. a phantom slice with a tumour: verdict, crop and mask overlay
-            upload(page, slices["good"])
+            # 1. a real figshare slice (a phantom where ../shared is absent): verdict, crop, mask, downloads
+            upload(page, slices["real"])
             predict_ok(page)
-            expect(page.locator("#downloads")).to_contain_text("phantom_slice_mask")
-            expect(page.locator("#downloads")).to_contain_text("phantom_slice_prediction")
+            stem = slices["real"].stem
+            expect(page.locator("#downloads")).to_contain_text(f"{stem}_mask")
+            expect(page.locator("#downloads")).to_contain_text(f"{stem}_prediction")
             page.locator("#explain").click()
             expect(page.locator("#gradcam img").first).to_be_visible(timeout=WAIT_MS)
 

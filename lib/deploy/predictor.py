@@ -279,7 +279,6 @@ class Predictor:
             self._sam = segmenters.load("litemedsam")
         return pseudo_label.refine(self._sam, prepared.clean, mask, prepared.head)
 
-
     def segment_prompt(self, prepared: Prepared, box: tuple[float, float, float, float] | None = None,
                        points: list[tuple[float, float, int]] | None = None) -> tuple[np.ndarray, float]:
         """LiteMedSAM's mask for the user's own prompt on the clean slice: a box (x0, y0, x1, y1) and/or points

@@ -30,24 +30,32 @@ def tail(path: Path, lines: int = 40) -> str:
 
 def start(bundle: Path, tmp: Path, timeout: float = 120.0, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     """`demo/app.py --bundle bundle [extra...]` with its files under `tmp`; (process, URL) once the page answers."""
+    return launch([str(ROOT / "demo" / "app.py"), "--bundle", str(bundle), "--examples", str(tmp / "examples"),
+                   *extra], ROOT, tmp, timeout)
+
+
+def launch(args: list[str], cwd: Path, tmp: Path, timeout: float = 120.0, env: dict[str, str] | None = None,
+           log_name: str = "server.log") -> tuple[subprocess.Popen, str]:
+    """`python args... --port N` (a Gradio app) run in `cwd` on a free port, its files and log under `tmp`,
+    `env` added to the environment; (process, URL) once the page answers. Also starts the Space's app.py."""
     port = free_port()
-    log = tmp / "server.log"
+    log = tmp / log_name
     (tmp / "tmp").mkdir(parents=True, exist_ok=True)  # the demo's own downloads (tempfile) go here
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp / "gradio"),
-           "TMPDIR": str(tmp / "tmp"), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(ROOT / "demo" / "app.py"), "--bundle", str(bundle), "--port", str(port),
-           "--examples", str(tmp / "examples"), *extra]
+           "TMPDIR": str(tmp / "tmp"), "PYTHONUNBUFFERED": "1", **(env or {})}
+    cmd = [sys.executable, *args, "--port", str(port)]
+    name = Path(args[0]).name
     url = f"http://127.0.0.1:{port}/"
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     while not _answers(url):
         if proc.poll() is not None:
-            raise ServerError(f"demo/app.py exited with {proc.returncode} before serving; "
+            raise ServerError(f"{name} exited with {proc.returncode} before serving; "
                               f"its output ends:\n{tail(log)}")
         if time.monotonic() > deadline:
             stop(proc)
-            raise ServerError(f"demo/app.py did not answer on {url} within {timeout:.0f} s; "
+            raise ServerError(f"{name} did not answer on {url} within {timeout:.0f} s; "
                               f"its output ends:\n{tail(log)}")
         time.sleep(0.5)
     return proc, url

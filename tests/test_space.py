@@ -14,9 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -282,34 +279,14 @@ def test_a_rebuild_keeps_the_clones_git_and_a_foreign_folder_is_refused(tiny_bun
 # --- the Space's app serving ------------------------------------------------------------------------------
 
 
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def start_space(folder: Path, tmp: Path, timeout: float = 150.0) -> tuple[subprocess.Popen, str]:
     """The Space's own app.py on a free local port, importing only the folder's code (PYTHONPATH is the
     folder, the working directory too); (process, URL) once the page answers."""
     from demo import serve
 
-    port = serve.free_port()
-    (tmp / "tmp").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(folder), "GRADIO_TEMP_DIR": str(tmp / "gradio"),
-           "TMPDIR": str(tmp / "tmp"), "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
+    env = {"PYTHONPATH": str(folder),
            "PYTHONDONTWRITEBYTECODE": "1"}  # the folder stays as make_space.py wrote it for the other tests
-    with (tmp / "space.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + timeout
-    while not answers(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            serve.stop(proc)
-            raise AssertionError(f"the Space's app.py did not serve: {serve.tail(tmp / 'space.log')}")
-        time.sleep(0.5)
-    return proc, url
+    return serve.launch(["app.py", "--host", "127.0.0.1"], folder, tmp, timeout, env, "space.log")
 
 
 @pytest.mark.slow

@@ -106,6 +106,36 @@ def test_a_reference_built_and_reloaded_accepts_its_sources_and_refuses_far_vect
     assert (far > again.embedding_limit).all()
 
 
+def test_the_full_size_encoder_runs_only_where_the_quick_pass_is_unsure() -> None:
+    """judge() embeds nothing when the traits fail, stops at 128 px when the quick pass is sure, and otherwise
+    decides by the 256 px embedding alone."""
+    rng = np.random.default_rng(1)
+    centre = rng.normal(size=256)
+    near = np.hstack([centre + 0.01 * rng.normal(size=(40, 256)), rng.normal(size=(40, 512))])
+    far = np.hstack([rng.normal(size=(1, 256)), rng.normal(size=(1, 512))])[0]
+    reference = ood.Reference.build([ood.traits(image) for image in phantom_slices(2)], near, near, {}, near)
+    slice_traits = ood.traits(phantom_slices(1, seed=2)[0])
+    assert not ood.trait_reasons(slice_traits, reference.limits)
+
+    def judged(quick: np.ndarray, full: np.ndarray, traits: ood.Traits = slice_traits) -> tuple[list[str], list[int]]:
+        asked: list[int] = []
+
+        def embed_at(size: int) -> np.ndarray:
+            asked.append(size)
+            return quick if size == ood.SHORTCUT_SIZE else full
+
+        return ood.judge(traits, embed_at, reference), asked
+
+    assert judged(near[0], far) == ([], [ood.SHORTCUT_SIZE])  # sure at 128 px: 256 px never runs
+    found, asked = judged(far, far)
+    assert asked == [ood.SHORTCUT_SIZE, ood.FULL_SIZE] and "LiteMedSAM" in found[0]
+    assert judged(far, near[1]) == ([], [ood.SHORTCUT_SIZE, ood.FULL_SIZE])  # unsure, then 256 px says MRI
+    grey_blob = ood.Traits(colour=99.0, head_found=False, flat_share=1.0, border_dark=0.0, outside_ratio=9.0,
+                           side=256)
+    found, asked = judged(near[0], near[0], grey_blob)
+    assert found and asked == []
+
+
 def test_predictions_carry_the_verdict_and_the_csv_its_column(tiny_bundle: Path, tmp_path: Path) -> None:
     from PIL import Image
 
@@ -152,17 +182,33 @@ def test_the_benchmark_scores_a_corpus_without_choosing_from_it(tmp_path: Path) 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import bench_ood
 
-    from lib.common import medsam_encoder
-    from lib.preprocess import clean
-
     rows = []
     for part, source, image in [("held", "phantom", phantom_slices(1)[0]), ("not_mri", "screens", gradient_photo())]:
-        cleaned = clean.clean_image(image)
-        rows.append({"part": part, "source": source, "name": source, "traits": ood.traits(image, cleaned),
-                     "pooled": medsam_encoder.pooled_embeddings([cleaned.image])[0]})
+        rows.append({"part": part, "source": source, "name": source, **bench_ood.measure(image, ood.FULL_SIZE),
+                     "quick": bench_ood.measure(image, ood.SHORTCUT_SIZE)["pooled"]})
     table = bench_ood.score(rows, ood.shipped())["table"]
     assert table["held/phantom"]["full"]["accepted"] == 1
     assert table["not_mri/screens"]["full"]["accepted"] == 0
+
+
+def test_the_quick_pass_runs_litemedsams_weights_at_128_px() -> None:
+    """lib.common.medsam.encoder_at rebuilds TinyViT for 128 px with the packaged weights (loaded strictly);
+    its OpenVINO IR, which the check runs without PyTorch, gives what PyTorch gives (bf16: cosine > 0.99)."""
+    import torch
+
+    from lib.common import medsam, medsam_encoder
+
+    network = medsam.encoder_at(ood.SHORTCUT_SIZE)
+    image = phantom_slices(1, seed=4)[0][..., 0]
+    x = torch.from_numpy(medsam_encoder.preprocess(image, ood.SHORTCUT_SIZE))[None]
+    with torch.no_grad():
+        maps = network(x).numpy()
+    assert maps.shape == (1, medsam_encoder.EMBED_CHANNELS, ood.SHORTCUT_SIZE // 4, ood.SHORTCUT_SIZE // 4)
+    expected = ood.embedding_part(medsam_encoder.pool(maps))
+    got = ood.embedding_part(ood.embed([image], ood.SHORTCUT_SIZE))
+    assert float((expected * got).sum()) > 0.99
+    with pytest.raises(ValueError, match="multiple of 32"):
+        medsam.encoder_at(100)
 
 
 def test_the_torch_free_encoder_gives_lib_common_medsams_vectors() -> None:
@@ -189,7 +235,8 @@ def test_predict_py_keeps_pytorch_out_when_sam_is_off(tiny_bundle: Path, tmp_pat
     import subprocess
     import sys
 
-    assert (tiny_bundle / json.loads((tiny_bundle / "bundle.json").read_text())["encoder"]["bin"]).is_file()
+    settings = json.loads((tiny_bundle / "bundle.json").read_text())
+    assert all((tiny_bundle / settings[key]["bin"]).is_file() for key in ("encoder", "shortcut_encoder"))
 
     root = Path(__file__).resolve().parents[1]
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from lib.deploy.predictor import Predictor; "

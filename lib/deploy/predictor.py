@@ -7,9 +7,11 @@ inputs unlike anything they learned from. The settings come from the bundle.
 
 Speed: the fold models run through `predict_on_batch` (Keras' compiled
 predict step, no per-call set-up of `Model.predict`), so a warm prediction costs tens of
-milliseconds on a CPU; LiteMedSAM's encoder (the brain-MRI check of
-lib.deploy.ood, and `medsam_embed` / `fusion` members) about 0.15 s more,
-through OpenVINO without PyTorch; the optional SAM refinement loads PyTorch.
+milliseconds on a CPU; LiteMedSAM's encoder, through OpenVINO without
+PyTorch, 35 ms more for the brain-MRI check of lib.deploy.ood on most real
+slices (128 px; 0.12 s more at 256 px on those it is unsure of) and 0.12 s
+for `medsam_embed` / `fusion` members (256 px); the optional SAM refinement
+loads PyTorch.
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ class Predictor:
 
     def __init__(self, bundle_dir: Path | str, sam: bool = False, ood_check: str = "full") -> None:
         """Load every model of the bundle; `sam` also readies LiteMedSAM for refine_with_sam; `ood_check` is
-        one of lib.deploy.ood.MODES ('full' embeds every slice with LiteMedSAM, about 0.2 s on a CPU)."""
+        one of lib.deploy.ood.MODES ('full' embeds the slices the traits pass with LiteMedSAM: about 50 ms on 2
+        cores, 0.17 s where the 128 px quick pass is unsure)."""
         if ood_check not in ood.MODES:
             raise ValueError(f"ood_check {ood_check!r}: choose one of {ood.MODES}")
         self.dir = Path(bundle_dir)
@@ -124,8 +127,9 @@ class Predictor:
         self.ood_check = ood_check
         if sam:
             _load_medsam()
-        encoder = self.settings.get("encoder")  # the IR 09 put in the bundle (None: the cache's, made if missing)
-        self.encoder_ir = self.dir / encoder["xml"] if encoder else None
+        # the encoder IRs 09 put in the bundle, by input size (None: the cache's, made if missing)
+        self.encoder_irs = {size: self.dir / self.settings[key]["xml"] if self.settings.get(key) else None
+                            for size, key in ((ood.FULL_SIZE, "encoder"), (ood.SHORTCUT_SIZE, "shortcut_encoder"))}
         self.preprocessing = self.settings["preprocessing"]
         self.ensemble = Ensemble.from_json(self.settings["classifier"]["ensemble"])
         self.class_names = self.settings["class_names"]
@@ -170,9 +174,8 @@ class Predictor:
         for model in keras_models + (self.unet if keras_unet else []):
             _call(model, np.zeros((1, *model.input_shape[1:]), np.float32))
         if self.ood_check == "full":  # compiled and run once now (OpenVINO's first inference is slow)
-            from lib.common import medsam_encoder
-
-            medsam_encoder.pooled_embeddings([np.zeros((64, 64), np.uint8)], ir=self.encoder_ir)
+            for size, ir in self.encoder_irs.items():
+                ood.embed([np.zeros((64, 64), np.uint8)], size, ir)
 
     # --- prediction ----------------------------------------------------------
 
@@ -197,19 +200,18 @@ class Predictor:
                           prepared=prepared, mask=mask, seconds=seconds, hidden_pixels=hidden, ood=verdict)
 
     def ood_verdict(self, prepared: Prepared, seconds: dict[str, float]) -> str:
-        """lib.deploy.ood's verdict on the slice ('' when it looks like brain MRI); the embedding it computes
-        is kept for the LiteMedSAM members."""
+        """lib.deploy.ood's verdict on the slice ('' when it looks like brain MRI)."""
         if self.ood_check == "off":
             return ""
         tic = time.perf_counter()
-        pooled = None
-        if self.ood_check == "full" and prepared.ood_view is None:
-            pooled = self._embed(prepared)  # the members' embedding serves the check too
-        elif self.ood_check == "full":  # a bundle of another crop size or skull-stripped: the reference's view
-            from lib.common import medsam_encoder
 
-            pooled = medsam_encoder.pooled_embeddings([prepared.ood_view], ir=self.encoder_ir)
-        verdict = ood.verdict(ood.reasons(prepared.traits, pooled))
+        def embed_at(size: int) -> np.ndarray:  # on the crop the reference describes (ood_view: another one)
+            if prepared.ood_view is None and size == ood.FULL_SIZE:
+                return self._embed(prepared)  # the check's full-size embedding serves the members too
+            view = prepared.clean if prepared.ood_view is None else prepared.ood_view
+            return ood.embed([view], size, self.encoder_irs[size])
+
+        verdict = ood.verdict(ood.judge(prepared.traits, embed_at if self.ood_check == "full" else None))
         seconds["ood"] = time.perf_counter() - tic
         return verdict
 
@@ -219,7 +221,7 @@ class Predictor:
         if prepared.embedding is None:
             from lib.common import medsam_encoder
 
-            prepared.embedding = medsam_encoder.pooled_embeddings([prepared.clean], ir=self.encoder_ir)
+            prepared.embedding = medsam_encoder.pooled_embeddings([prepared.clean], ir=self.encoder_irs[ood.FULL_SIZE])
         return prepared.embedding
 
     def weighed_members(self) -> list[str]:

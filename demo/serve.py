@@ -35,15 +35,16 @@ def start(bundle: Path, tmp: Path, timeout: float = 120.0, extra: tuple[str, ...
 
 
 def launch(args: list[str], cwd: Path, tmp: Path, timeout: float = 120.0, env: dict[str, str] | None = None,
-           log_name: str = "server.log") -> tuple[subprocess.Popen, str]:
+           log_name: str = "server.log", python: str = sys.executable) -> tuple[subprocess.Popen, str]:
     """`python args... --port N` (a Gradio app) run in `cwd` on a free port, its files and log under `tmp`,
-    `env` added to the environment; (process, URL) once the page answers. Also starts the Space's app.py."""
+    `env` added to the environment; (process, URL) once the page answers. Also starts the Space's app.py
+    (`python`: e.g. a fresh virtual environment's)."""
     port = free_port()
     log = tmp / log_name
     (tmp / "tmp").mkdir(parents=True, exist_ok=True)  # the demo's own downloads (tempfile) go here
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp / "gradio"),
            "TMPDIR": str(tmp / "tmp"), "PYTHONUNBUFFERED": "1", **(env or {})}
-    cmd = [sys.executable, *args, "--port", str(port)]
+    cmd = [python, *args, "--port", str(port)]
     name = Path(args[0]).name
     url = f"http://127.0.0.1:{port}/"
     with log.open("wb") as out:

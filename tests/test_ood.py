@@ -227,27 +227,30 @@ def test_the_torch_free_encoder_gives_lib_common_medsams_vectors() -> None:
         assert np.allclose(medsam.pool(torch.from_numpy(maps), how).numpy(), medsam_encoder.pool(maps, how))
 
 
-def test_predict_py_keeps_pytorch_out_when_sam_is_off(tiny_bundle: Path, tmp_path: Path) -> None:
-    """torch alone is ~500 MB resident: the brain-MRI check must not pull it into predict.py, and with the
-    encoder the bundle carries there is nothing to convert (the empty cache folder stays empty)."""
+def test_the_check_and_sam_prompts_keep_pytorch_out(tiny_bundle: Path, tmp_path: Path) -> None:
+    """torch alone is ~500 MB resident: neither the brain-MRI check (predict.py) nor a box prompt (the demo)
+    may pull it in, and with the IRs the bundle carries there is nothing to convert (the empty cache folder
+    stays empty)."""
     import json
     import os
     import subprocess
     import sys
 
     settings = json.loads((tiny_bundle / "bundle.json").read_text())
-    assert all((tiny_bundle / settings[key]["bin"]).is_file() for key in ("encoder", "shortcut_encoder"))
+    assert all((tiny_bundle / settings[key]["bin"]).is_file()
+               for key in ("encoder", "shortcut_encoder", "prompt_decoder"))
 
     root = Path(__file__).resolve().parents[1]
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from lib.deploy.predictor import Predictor; "
             "import numpy as np; from lib.acquire import phantom; "
             "image = phantom.make_slice(np.random.default_rng(0), 1).image.copy(); image[..., 0] = 255; "
-            "p = Predictor(sys.argv[2]); r = p.predict(image); "
-            "print('torch' in sys.modules, bool(r.ood))")
+            "p = Predictor(sys.argv[2], sam=True); r = p.predict(image); "
+            "mask, score = p.segment_prompt(r.prepared, box=(30, 30, 100, 100)); "
+            "print(mask.shape == r.prepared.clean.shape, 'torch' in sys.modules, bool(r.ood))")
     env = {**os.environ, "BRAINMRI_CACHE_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", code, str(root), str(tiny_bundle)], capture_output=True, text=True,
                           timeout=300, env=env)
-    assert done.stdout.split()[-2:] == ["False", "True"], done.stderr[-2000:]
+    assert done.stdout.split()[-3:] == ["True", "False", "True"], done.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
 
 

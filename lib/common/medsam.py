@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lib.common import medsam_encoder, openvino_runtime
+from lib.common import medsam_encoder, medsam_prompt, openvino_runtime
 from lib.common.io import atomic_path
 from lib.common.medsam_encoder import (  # noqa: F401 - shared with the torch-free route, part of this API
     EMBED_CHANNELS,
@@ -66,6 +66,7 @@ from lib.common.medsam_encoder import (  # noqa: F401 - shared with the torch-fr
     WEIGHTS_SHA256,
     resized_shape,
 )
+from lib.common.medsam_prompt import box_to_frame  # noqa: F401 - shared with the torch-free route, part of this API
 
 # --- parameters ------------------------------------------------------------------
 
@@ -270,6 +271,39 @@ def export_encoder(size: int = IMAGE_SIZE) -> Path:
     path = openvino_runtime.ir_path(medsam_encoder.ir_key(size))
     if not path.is_file():
         openvino_runtime.convert(lambda: encoder_at(size), (torch.zeros(1, 3, size, size),), path)
+    return path
+
+
+class _PromptDecoder(torch.nn.Module):
+    """The prompt encoder and mask decoder as one network of (maps, coords, labels), every prompt as points:
+    labels 1 / 0 tumour / background, 2 / 3 a box's corners, -1 padding (SAM's own ONNX export does the
+    same). Its tokens are those `predict_prompt` makes, in the same order (lib.common.medsam_prompt)."""
+
+    def __init__(self, net: LiteMedSAM) -> None:
+        super().__init__()
+        self.prompt, self.decoder = net.prompt_encoder, net.mask_decoder
+
+    def forward(self, maps: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        prompt, labels = self.prompt, labels[..., None]
+        sparse = prompt.pe_layer.forward_with_coords(coords + 0.5, prompt.input_image_size) * (labels != -1)
+        sparse = sparse + prompt.not_a_point_embed.weight * (labels == -1)
+        for label, embedding in enumerate(prompt.point_embeddings):
+            sparse = sparse + embedding.weight * (labels == label)
+        dense = prompt.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, *prompt.image_embedding_size)
+        logits, iou = self.decoder(image_embeddings=maps, image_pe=prompt.get_dense_pe(),
+                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                   multimask_output=False)
+        return logits, iou
+
+
+def export_decoder() -> Path:
+    """The prompt decoder as OpenVINO's IR in openvino_runtime's cache, converted unless there: what
+    lib.common.medsam_prompt runs without PyTorch, and what 09 copies into a bundle."""
+    path = openvino_runtime.ir_path(medsam_prompt.DECODER_KEY)
+    if not path.is_file():
+        examples = (torch.zeros(1, EMBED_CHANNELS, EMBED_SIZE, EMBED_SIZE), torch.zeros(1, 3, 2),
+                    torch.tensor([[1.0, 2.0, 3.0]]))
+        openvino_runtime.convert(lambda: _PromptDecoder(network()), examples, path, medsam_prompt.INPUT_SHAPES)
     return path
 
 
@@ -495,12 +529,6 @@ class EmbeddingCache:
 
 
 # --- box prompts -------------------------------------------------------------------
-
-
-def box_to_frame(box_xyxy: Sequence[float], original_shape: Sequence[int]) -> np.ndarray:
-    """A box in original pixels -> the 256 frame, scaled and truncated as upstream."""
-    scale = IMAGE_SIZE / max(int(original_shape[0]), int(original_shape[1]))
-    return np.array([int(v * scale) for v in box_xyxy], dtype=np.float32)
 
 
 def predict_box(

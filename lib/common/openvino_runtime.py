@@ -53,15 +53,21 @@ def ir_path(key: str) -> Path:
     return cache_dir() / f"{key}-openvino-{importlib.metadata.version('openvino')}.xml"
 
 
-def convert(build: Callable[[], torch.nn.Module], examples: tuple[torch.Tensor, ...], path: Path) -> None:
-    """Trace `build()` on `examples` and save its IR at `path`, atomically: a killed run leaves no half file."""
+def convert(build: Callable[[], torch.nn.Module], examples: tuple[torch.Tensor, ...], path: Path,
+            shapes: tuple[tuple[int, ...], ...] | None = None) -> None:
+    """Trace `build()` on `examples` and save its IR at `path`, atomically: a killed run leaves no half file.
+
+    `shapes`: the inputs' shapes with -1 where a size may vary (e.g. the number of prompt points); default:
+    the examples' own, fixed."""
     import openvino
     import torch
 
     network = build().eval().requires_grad_(False).float()
+    inputs = None if shapes is None else [openvino.PartialShape(list(shape)) for shape in shapes]
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # tracer warnings about Python-side shape checks, harmless at a fixed size
-        model = openvino.convert_model(network, example_input=examples if len(examples) > 1 else examples[0])
+        model = openvino.convert_model(network, example_input=examples if len(examples) > 1 else examples[0],
+                                       input=inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}."))
     try:
@@ -126,8 +132,12 @@ def _compile(key: str, build: Callable[[], torch.nn.Module], examples: tuple[tor
     return compile_ir(path, tuple(tuple(example.shape) for example in examples), bf16, threads)
 
 
-def compile_ir(path: Path, input_shapes: tuple[tuple[int, ...], ...], bf16: bool, threads: int) -> Network:
-    """An IR file (from `convert`, e.g. one a bundle carries) compiled for the CPU: needs OpenVINO only."""
+def compile_ir(path: Path, input_shapes: tuple[tuple[int, ...], ...], bf16: bool, threads: int,
+               all_outputs: bool = False) -> Network:
+    """An IR file (from `convert`, e.g. one a bundle carries) compiled for the CPU: needs OpenVINO only.
+
+    `input_shapes` may hold -1 where the IR takes any size; `all_outputs`: the run returns every output (a
+    list) instead of the first."""
     import openvino
 
     key = path.stem
@@ -139,11 +149,17 @@ def compile_ir(path: Path, input_shapes: tuple[tuple[int, ...], ...], bf16: bool
     })
     request, lock = network.create_infer_request(), threading.Lock()  # the demo may call from several threads
 
-    def run(*inputs: np.ndarray) -> np.ndarray:
-        if tuple(tuple(a.shape) for a in inputs) != input_shapes:
+    def fits(shapes: tuple[tuple[int, ...], ...]) -> bool:
+        return len(shapes) == len(input_shapes) and all(
+            len(got) == len(want) and all(w in (-1, g) for g, w in zip(got, want))
+            for got, want in zip(shapes, input_shapes))
+
+    def run(*inputs: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        if not fits(tuple(tuple(a.shape) for a in inputs)):
             raise ValueError(f"{key}: compiled for inputs {input_shapes}, got {[tuple(a.shape) for a in inputs]}")
-        with lock:  # the request's output buffer is reused: copy it before the next call
-            return request.infer([np.ascontiguousarray(a, dtype=np.float32) for a in inputs])[0].copy()
+        with lock:  # the request's output buffers are reused: copy them before the next call
+            outputs = request.infer([np.ascontiguousarray(a, dtype=np.float32) for a in inputs])
+            return [outputs[i].copy() for i in range(len(outputs))] if all_outputs else outputs[0].copy()
 
     return run
 

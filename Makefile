@@ -149,6 +149,8 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q --durations=15 tests
+	@if [ -f build/test-artifacts/demo_browser.png ]; then \
+	  echo "the browser test's screenshot: build/test-artifacts/demo_browser.png"; fi
 
 # The edit loop: every test not marked slow (no stage runs, no subprocesses), about 2 minutes.
 test-fast: $(STAMP)

@@ -21,6 +21,8 @@ os.environ.setdefault("BRAINMRI_CACHE_DIR", tempfile.mkdtemp(prefix="brainmri-te
 
 CACHES = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"}
 STARTED = time.time()
+# What a test run keeps for people to look at (the browser test's screenshot); git ignores build/.
+ARTIFACTS = Path(os.environ.get("BRAINMRI_TEST_ARTIFACTS") or ROOT / "build" / "test-artifacts")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,11 +41,20 @@ def files_written_since(root: Path, since: float) -> list[str]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run when tests wrote into the checkout: they write under tmp_path only."""
-    written = [f for f in files_written_since(ROOT, STARTED) if not f.endswith((".py", ".md"))]
+    kept = os.path.relpath(ARTIFACTS, ROOT) + os.sep
+    written = [f for f in files_written_since(ROOT, STARTED) if not f.endswith((".py", ".md"))
+               and not f.startswith(kept)]
     if written:
         print(f"\nerror: the tests wrote {len(written)} files into the checkout, e.g. {written[:5]}; "
               "write under tmp_path instead", file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """The folder for files a test run keeps (ARTIFACTS: build/test-artifacts, or $BRAINMRI_TEST_ARTIFACTS)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
 
 
 def shared_data(name: str) -> Path:

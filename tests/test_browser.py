@@ -3,8 +3,9 @@
 Starts `demo/app.py` on a free port with the `tiny_bundle` bundle, opens the
 page, checks the notice, uploads a phantom slice and predicts (verdict, crop
 and mask overlay shown), uploads a file that is not an image (one status
-line, no crash), then predicts again to show the server still serves. Saves a
-screenshot under pytest's tmp_path (its path is printed; `pytest -s` shows it).
+line, no crash), then predicts again to show the server still serves. Keeps a
+screenshot of the page after the box prompt: build/test-artifacts/demo_browser.png
+(conftest's `artifacts`; `make test` prints where it is).
 
 Needs Debian's chromium at /usr/bin/chromium (`make test` in CI installs it);
 skips without it. Never runs `playwright install`: no downloads.
@@ -97,7 +98,7 @@ def predict_ok(page) -> None:  # noqa: ANN001
     expect(page.locator("#status")).not_to_contain_text("Could not analyse")
 
 
-def test_demo_in_browser(demo_url: str, slices: dict[str, Path], tmp_path: Path) -> None:
+def test_demo_in_browser(demo_url: str, slices: dict[str, Path], artifacts: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     page_errors: list[str] = []
@@ -132,7 +133,8 @@ def test_demo_in_browser(demo_url: str, slices: dict[str, Path], tmp_path: Path)
             expect(page.locator("#status")).to_contain_text("box ready")
             page.locator("#prompt_segment").click()
             expect(page.locator("#status")).to_contain_text("LiteMedSAM's mask for your box", timeout=WAIT_MS)
-            screenshot = tmp_path / "demo_screenshot.png"
+            page.wait_for_timeout(1500)  # Gradio fades an updated image in: let the screenshot show it
+            screenshot = artifacts / "demo_browser.png"
             page.screenshot(path=str(screenshot), full_page=True)
             assert screenshot.stat().st_size > 10_000
             print(f"screenshot: {screenshot}")

@@ -39,6 +39,7 @@ NOTICE = ("**Research and education only. This is not a medical device:** it mus
           "treat or triage anyone. Predictions can be wrong; the phantom examples are synthetic.")
 EXAMPLES = 4  # phantom slices offered as examples (2 with a tumour, 2 without)
 SHARED = ROOT.parent / "shared" / "data"  # real public data, where this machine has it (not in the Space)
+SHIPPED_EXAMPLES = ROOT / "real_examples"  # the real examples a Space carries (demo/make_space.py copies them)
 REAL_EXAMPLES = ("cheng_0130.png", "cheng_2150.png")  # figshare: a meningioma and a glioma, with true masks
 FIGSHARE_CREDIT = ("figshare 1512427, J. Cheng, CC BY 4.0 (Cheng et al., PLoS ONE 2015, 2016); "
                    "the 'figshare_' examples")
@@ -339,10 +340,12 @@ def _failure(message: str) -> tuple[Any, ...]:
     return None, "", None, None, "", error_markdown(message), None
 
 
-def make_examples(folder: Path, n: int = EXAMPLES, seed: int = 2026, shared: Path | None = SHARED) -> list[str]:
+def make_examples(folder: Path, n: int = EXAMPLES, seed: int = 2026, shared: Path | None = SHARED,
+                  shipped: Path | None = SHIPPED_EXAMPLES) -> list[str]:
     """Example slices with their true masks (`<name>_truth.png` beside each), written once into `folder`:
-    phantoms (synthetic, never patient data) and, where ../shared/data holds them, REAL_EXAMPLES figshare
-    slices (CC BY 4.0, attributed on the page). Returns the slices' paths."""
+    phantoms (synthetic, never patient data) and REAL_EXAMPLES figshare slices (CC BY 4.0, attributed on the
+    page) where `shipped` (a Space's copy, see real_example_files) or ../shared/data holds them. Returns the
+    slices' paths."""
     from lib.acquire import phantom
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -355,16 +358,32 @@ def make_examples(folder: Path, n: int = EXAMPLES, seed: int = 2026, shared: Pat
             write_png(path, drawn.image)
             write_png(truth_path(path), drawn.tumor_mask.astype(np.uint8) * 255)
         paths.append(str(path))
-    figshare = (shared / "figshare_seg") if shared else None
-    if figshare and (figshare / "index.csv").is_file():
-        for name in REAL_EXAMPLES:
-            path = folder / f"figshare_{name}"
-            if not path.is_file() and (figshare / "images" / name).is_file():
-                shutil.copyfile(figshare / "images" / name, path)
-                shutil.copyfile(figshare / "masks" / name, truth_path(path))
-            if path.is_file():
-                paths.append(str(path))
+    sources = {**real_example_files(shared), **real_example_files_shipped(shipped)}
+    for name, (image, truth) in sources.items():
+        path = folder / name
+        if not path.is_file():
+            shutil.copyfile(truth, truth_path(path))
+            shutil.copyfile(image, path)  # last: its presence means both are there
+        paths.append(str(path))
     return paths
+
+
+def real_example_files(shared: Path | None = SHARED) -> dict[str, tuple[Path, Path]]:
+    """{example name: (image, true mask)} of the REAL_EXAMPLES that ../shared/data's figshare set holds."""
+    figshare = (shared / "figshare_seg") if shared else None
+    if not figshare or not (figshare / "index.csv").is_file():
+        return {}
+    return {f"figshare_{name}": (figshare / "images" / name, figshare / "masks" / name) for name in REAL_EXAMPLES
+            if (figshare / "images" / name).is_file() and (figshare / "masks" / name).is_file()}
+
+
+def real_example_files_shipped(folder: Path | None = SHIPPED_EXAMPLES) -> dict[str, tuple[Path, Path]]:
+    """The same from a folder of `figshare_<name>` and `figshare_<stem>_truth.png` files (a Space's)."""
+    if not folder or not folder.is_dir():
+        return {}
+    found = {f"figshare_{name}": (folder / f"figshare_{name}", truth_path(folder / f"figshare_{name}"))
+             for name in REAL_EXAMPLES}
+    return {name: files for name, files in found.items() if all(f.is_file() for f in files)}
 
 
 def truth_path(example: Path) -> Path:

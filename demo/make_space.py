@@ -62,8 +62,9 @@ if __name__ == "__main__":
 '''
 
 GITIGNORE = "__pycache__/\ndemo/examples/\n"  # what a local `python app.py` writes: not for the Space's git
+# what a Space folder (or a fresh clone of a Space's repository) holds
 SPACE_NAMES = {".git", ".gitattributes", ".gitignore", "README.md", "LICENSE", "app.py", "requirements.txt", "lib",
-               "demo", "bundle"}  # what a Space folder (or a fresh clone of a Space's repository) holds
+               "demo", "bundle", "real_examples"}
 
 
 # --- the card --------------------------------------------------------------------------------------------
@@ -334,9 +335,24 @@ def copy_code(bundle: Path, out: Path) -> None:
     shutil.copy2(ROOT / "LICENSE", out / "LICENSE")
 
 
-def build(bundle: Path, out: Path) -> Path:
+def copy_real_examples(out: Path, shared: Path | None) -> list[str]:
+    """The demo's real examples (figshare slices, CC BY 4.0, credited on the page) with their true masks, into
+    `out`/real_examples, where ../shared/data holds them: a Space has no ../shared. Returns their names."""
+    from demo import app
+
+    found = app.real_example_files(shared)
+    if found:
+        (out / "real_examples").mkdir()
+    for name, (image, truth) in found.items():
+        shutil.copy2(image, out / "real_examples" / name)
+        shutil.copy2(truth, app.truth_path(out / "real_examples" / name))
+    return sorted(found)
+
+
+def build(bundle: Path, out: Path, shared: Path | None = None) -> Path:
     """Write the Space folder `out` (its old contents replaced, its .git kept); refuse an incomplete bundle,
-    a card the Hub would misread, or a file over 10 MB outside LFS."""
+    a card the Hub would misread, or a file over 10 MB outside LFS. `shared`: where the real examples come
+    from (default ../shared/data)."""
     if not (bundle / "bundle.json").is_file():
         raise SystemExit(f"error: {bundle / 'bundle.json'} not found; run `make all` first")
     try:
@@ -345,6 +361,7 @@ def build(bundle: Path, out: Path) -> Path:
         raise SystemExit(f"error: {err}") from None
     clear(out)
     copy_code(bundle, out)
+    copy_real_examples(out, shared or ROOT.parent / "shared" / "data")
     (out / "app.py").write_text(APP)
     (out / ".gitignore").write_text(GITIGNORE)
     requirements = space_requirements(ROOT / "requirements.txt", needs_torch(bundle))

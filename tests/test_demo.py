@@ -106,6 +106,22 @@ def test_examples_are_phantom_slices_written_once(tmp_path: Path) -> None:
     assert Path(paths[0]).stat().st_mtime_ns == stamp
 
 
+def test_examples_come_from_a_spaces_shipped_folder_without_shared_data(tmp_path: Path) -> None:
+    """A Space has no ../shared: make_space.py ships the real examples, and make_examples finds them there."""
+    from lib.common.io import write_png
+
+    shipped = tmp_path / "real_examples"
+    shipped.mkdir()
+    name = f"figshare_{app.REAL_EXAMPLES[0]}"
+    write_png(shipped / name, np.full((64, 64), 90, np.uint8))
+    assert app.make_examples(tmp_path / "a", n=1, shared=None, shipped=shipped) == [str(tmp_path / "a" /
+                                                                                      "phantom_tumour_0.png")]
+    write_png(app.truth_path(shipped / name), np.zeros((64, 64), np.uint8))  # an example needs its true mask
+    paths = app.make_examples(tmp_path / "b", n=1, shared=None, shipped=shipped)
+    assert [Path(p).name for p in paths] == ["phantom_tumour_0.png", name]
+    assert app.truth_path(Path(paths[1])).is_file()
+
+
 def test_a_huge_image_is_refused_before_it_is_decoded(demo: app.Demo, tmp_path: Path) -> None:
     from PIL import Image
 

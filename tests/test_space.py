@@ -93,6 +93,10 @@ def test_the_folder_has_app_card_requirements_licence_code_and_bundle(space: tup
     gradio = pins((ROOT / "requirements.txt").read_text())["gradio"]
     assert make_space.check_card((folder / "README.md").read_text(), gradio) == []
     assert "warning:" in printed and "phantom-trained" in printed  # the tiny bundle learned from phantoms
+    from demo import app
+
+    shipped = sorted(p.name for p in (folder / "real_examples").glob("*.png"))
+    assert shipped == sorted(n for name in app.real_example_files() for n in (name, app.truth_path(Path(name)).name))
     result = subprocess.run([sys.executable, "app.py", "--help"], cwd=folder, capture_output=True, text=True,
                             timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"})
     assert result.returncode == 0 and "--share" in result.stdout, result.stderr[-1000:]
@@ -342,5 +346,9 @@ def test_the_space_installs_in_a_fresh_venv_and_answers_a_prediction(space: tupl
         serve.stop(proc)
     assert result[5] == "", result[5]
     assert re.search(r"Tumour probability: \d\.\d\d", result[1]) and "Decision: **" in result[1]
+    from demo import app
+
+    for name in app.real_example_files():  # the figshare examples it shipped are the page's examples
+        assert (space[0] / "demo" / "examples" / name).is_file(), name
     log = (tmp_path / "space.log").read_text(errors="replace")
     assert "Traceback" not in log, log[-2000:]

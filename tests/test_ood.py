@@ -263,4 +263,6 @@ def test_a_bundle_of_another_crop_size_is_checked_on_the_references_view(tiny_bu
     assert model.preprocessing["size"] != ood.VIEW_SIZE
     results = [model.predict(image, segment=False) for image in phantom_slices(3, seed=1)]
     assert all(r.prepared.ood_view.shape == (ood.VIEW_SIZE, ood.VIEW_SIZE) for r in results)
+    traits_only = Predictor(tiny_bundle, ood_check="rules").predict(phantom_slices(1)[0], segment=False)
+    assert traits_only.prepared.ood_view is None  # nothing embeds it: not made
     assert [r.ood for r in results] == ["", "", ""]

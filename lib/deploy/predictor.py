@@ -96,15 +96,17 @@ def _segmenter_engine(settings: dict[str, Any]) -> Any:
     return models.engine(settings["segmenter"]["architecture"])
 
 
-def prepare(pixels: np.ndarray, settings: dict[str, Any]) -> Prepared:
-    """02 -> 03 -> (04's input) for one slice, with the bundle's preprocessing settings."""
+def prepare(pixels: np.ndarray, settings: dict[str, Any], embedded_check: bool = True) -> Prepared:
+    """02 -> 03 -> (04's input) for one slice, with the bundle's preprocessing settings; `embedded_check`:
+    also 02's crop as the brain-MRI check's reference saw it, where the bundle's differs (a 256 px crop)."""
     result = clean.clean_image(pixels, size=int(settings["size"]), skull_strip=bool(settings["skull_strip"]))
     head = clean.head_mask(result.image)
     enhanced = enhance.enhance(result.image, head, tuple(settings["chain"]))
     plain = int(settings["size"]) == ood.VIEW_SIZE and not settings["skull_strip"]
     return Prepared(source_shape=tuple(pixels.shape[:2]), clean=result.image, head=head, enhanced=enhanced,
                     square_box=tuple(int(v) for v in result.square_box), traits=ood.traits(pixels, result),
-                    ood_view=None if plain else clean.clean_image(pixels, size=ood.VIEW_SIZE).image)
+                    ood_view=None if plain or not embedded_check else
+                    clean.clean_image(pixels, size=ood.VIEW_SIZE).image)
 
 
 def feature_vector(prepared: Prepared, settings: dict[str, Any]) -> np.ndarray:
@@ -194,7 +196,7 @@ class Predictor:
         """Classify (and segment) one decoded slice (grey or RGB uint8, any size)."""
         seconds: dict[str, float] = {}
         start = time.perf_counter()
-        prepared = prepare(pixels, self.preprocessing)
+        prepared = prepare(pixels, self.preprocessing, self.ood_check == "full")
         seconds["prepare"] = time.perf_counter() - start
         verdict = self.ood_verdict(prepared, seconds)
         members = {name: self._member_prob(name, prepared, seconds) for name in self.weighed_members()}

@@ -280,6 +280,17 @@ def slice_of(path: str, index: int) -> tuple[np.ndarray, str]:
                                   + (f"; {notes}" if notes else ""))
 
 
+def preview(path: str | None, slice_index: float | None = None) -> np.ndarray | None:
+    """The upload as it is, before any processing (for a volume, the slider's slice), so a user sees what
+    was received; None when there is nothing to show (`analyse` says what is wrong with a broken file)."""
+    if not path:
+        return None
+    try:
+        return slice_of(path, int(slice_index or 0))[0]
+    except Exception:  # noqa: BLE001 - unreadable: Predict gives the one-line message
+        return None
+
+
 def slider_for(path: str | None) -> Any:
     """The slice slider after an upload: shown, with one stop per slice, for a multi-slice scanner file."""
     import gradio as gr
@@ -416,6 +427,8 @@ def build(demo: Demo, examples: list[str]) -> Any:
                                  elem_id="upload")
                 slider = gr.Slider(0, 1, value=0, step=1, label="Slice of the volume", visible=False,
                                    elem_id="slice")
+                shown = gr.Image(label="Preview of the upload", elem_id="preview", format="png", height=180,
+                                 interactive=False)
                 predict = gr.Button("Predict", variant="primary", elem_id="predict")
                 whole = gr.Button("Whole volume (DICOM, NIfTI)", elem_id="summarise")
                 with gr.Row():
@@ -442,7 +455,9 @@ def build(demo: Demo, examples: list[str]) -> Any:
                                     elem_id="downloads", interactive=False)
                 timing = gr.Markdown(elem_id="timing")
         outputs = [crop, verdict, overlay, downloads, timing, status, state]
-        upload.change(slider_for, inputs=[upload], outputs=[slider], api_name=False)
+        upload.change(slider_for, inputs=[upload], outputs=[slider], api_name=False).then(
+            preview, inputs=[upload, slider], outputs=[shown], api_name=False)
+        slider.release(preview, inputs=[upload, slider], outputs=[shown], api_name=False)
         predict.click(demo.analyse, inputs=[upload, slider], outputs=outputs, api_name="predict")
         slider.release(demo.analyse, inputs=[upload, slider], outputs=outputs, api_name=False)
         whole.click(demo.summarise, inputs=[upload], outputs=[status, downloads], api_name="volume")

@@ -70,10 +70,10 @@ SPACE_NAMES = {".git", ".gitattributes", ".gitignore", "README.md", "LICENSE", "
 # --- the card --------------------------------------------------------------------------------------------
 
 
-def front_matter(gradio_version: str, source: str) -> str:
-    """The Space card: the Hub reads the SDK, its version, the Python version and the app file from it."""
-    trained = ("synthetic phantom slices: it shows the pipeline, its answers on real MRI mean nothing"
-               if source == "phantom" else f"`{source}`")
+def front_matter(gradio_version: str, provenance: str) -> str:
+    """The Space card: the Hub reads the SDK, its version, the Python version and the app file from it; people
+    read `provenance` (the page's own line, demo.app.provenance_markdown: data, counts, cross-validated numbers
+    with intervals, threshold, and the phantom warning)."""
     return f"""---
 title: Brain-tumour MRI demo
 emoji: 🧠
@@ -93,7 +93,7 @@ short_description: "{SHORT_DESCRIPTION}"
 Upload a 2D brain MRI slice: tumour probability, decision, tumour mask and Grad-CAM.
 **Research and education only; not a medical device.** The model card is `bundle/README.md`.
 
-The bundle learned from {trained}.
+{provenance}
 """
 
 
@@ -268,6 +268,13 @@ def uncovered_binary_files(folder: Path) -> list[str]:
 # --- which bundle ----------------------------------------------------------------------------------------
 
 
+def card_provenance(bundle_dir: Path) -> str:
+    """The demo page's provenance line for this bundle, for the card."""
+    from demo import app
+
+    return app.provenance_markdown(bundle_files.provenance(json.loads((bundle_dir / "bundle.json").read_text())))
+
+
 def training_source(bundle_dir: Path) -> str:
     """What the bundle's classifier learned from (lib.deploy.bundle.training_source of its bundle.json)."""
     return bundle_files.training_source(json.loads((bundle_dir / "bundle.json").read_text()))
@@ -367,7 +374,7 @@ def build(bundle: Path, out: Path, shared: Path | None = None) -> Path:
     requirements = space_requirements(ROOT / "requirements.txt", needs_torch(bundle))
     (out / "requirements.txt").write_text(requirements)
     gradio = re.search(r"^gradio==(\S+)$", requirements, re.M).group(1)
-    (out / "README.md").write_text(front_matter(gradio, training_source(bundle)))
+    (out / "README.md").write_text(front_matter(gradio, card_provenance(bundle)))
     (out / ".gitattributes").write_text(lfs_rules(out))
     return check(out, gradio)
 

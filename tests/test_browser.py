@@ -117,6 +117,7 @@ def test_demo_in_browser(demo_url: str, slices: dict[str, Path], artifacts: Path
 
             # 1. a real figshare slice (a phantom where ../shared is absent): verdict, crop, mask, downloads
             upload(page, slices["real"])
+            expect(page.locator("#preview img").first).to_be_visible(timeout=WAIT_MS)  # before any Predict
             predict_ok(page)
             stem = slices["real"].stem
             expect(page.locator("#downloads")).to_contain_text(f"{stem}_mask")

@@ -122,6 +122,20 @@ def test_examples_come_from_a_spaces_shipped_folder_without_shared_data(tmp_path
     assert app.truth_path(Path(paths[1])).is_file()
 
 
+def test_the_preview_shows_the_upload_as_received(tmp_path: Path) -> None:
+    from lib.common.io import write_png
+    from tests.scanner_data import phantom_slices, write_dicom
+
+    slices = phantom_slices(3)
+    write_png(tmp_path / "slice.png", slices[0])
+    assert np.array_equal(app.preview(str(tmp_path / "slice.png")), read_image(tmp_path / "slice.png").pixels)
+    volume = str(write_dicom(tmp_path / "scan.dcm", slices))
+    assert np.array_equal(app.preview(volume, 2), app.slice_of(volume, 2)[0])
+    assert not np.array_equal(app.preview(volume, 2), app.preview(volume, 0))
+    (tmp_path / "broken.png").write_text("not an image")
+    assert app.preview(str(tmp_path / "broken.png")) is None and app.preview(None) is None
+
+
 def test_a_huge_image_is_refused_before_it_is_decoded(demo: app.Demo, tmp_path: Path) -> None:
     from PIL import Image
 

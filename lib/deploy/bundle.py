@@ -176,7 +176,7 @@ def copy_encoder(root: Path, size: int = IMAGE_SIZE) -> dict[str, str] | None:
 
 
 def copy_decoder(root: Path) -> dict[str, str] | None:
-    """LiteMedSAM's prompt encoder and mask decoder as an OpenVINO IR (about 16 MB), or None: the demo's box
+    """LiteMedSAM's prompt encoder and mask decoder as an OpenVINO IR (about 25 MB), or None: the demo's box
     and point prompts and SAM refinement then need no PyTorch either (lib.common.medsam_prompt)."""
     return _copy_ir(root, lambda medsam: medsam.export_decoder(), "encoder/litemedsam-decoder", "mask decoder")
 

@@ -236,8 +236,7 @@ class Predictor:
             from lib.common import medsam_encoder
 
             if prepared.maps is None:
-                run = medsam_encoder.encoder(self.encoder_irs[ood.FULL_SIZE])
-                prepared.maps = run(medsam_encoder.preprocess(prepared.clean)[None])[0]
+                prepared.maps = medsam_encoder.maps(prepared.clean, self.encoder_irs[ood.FULL_SIZE])
             prepared.embedding = medsam_encoder.pool(prepared.maps[None])
         return prepared.embedding
 

@@ -75,7 +75,7 @@ class LiteMedSAMOpenVINO(Segmenter):
     def encode(self, image: np.ndarray) -> np.ndarray:
         from lib.common import medsam_encoder
 
-        return medsam_encoder.encoder(self.encoder_ir)(medsam_encoder.preprocess(image)[None])[0]
+        return medsam_encoder.maps(image, self.encoder_ir)
 
     def decode(self, embedding: np.ndarray, shape: tuple[int, int], box: Box | None,
                points: Points | None) -> tuple[np.ndarray, np.ndarray]:
